@@ -1,0 +1,1 @@
+"""Access control: role-based permissions for both edges, and (later) the Tailscale policy file."""

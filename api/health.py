@@ -1,0 +1,42 @@
+"""Unauthenticated probes: liveness, readiness (database and nodes) and Prometheus metrics."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from api.errors import METRICS_KEY
+from api.workspaces import PROVISIONER_KEY
+from provisioner.errors import InfrastructureError
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/healthz")
+async def healthz(_request: web.Request) -> web.Response:
+    """The process is alive and serving."""
+    return web.json_response({"status": "ok"})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when the database answers and at least one node does."""
+    try:
+        nodes = await request.app[PROVISIONER_KEY].readiness()
+    except InfrastructureError as error:
+        body = {"status": "unavailable", "database": error.message, "nodes": {}}
+        return web.json_response(body, status=503)
+    ready = any(problem is None for problem in nodes.values())
+    body = {
+        "status": "ok" if ready else "unavailable",
+        "database": "ok",
+        "nodes": {name: problem or "ok" for name, problem in nodes.items()},
+    }
+    return web.json_response(body, status=200 if ready else 503)
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format, with state gauges refreshed from the store."""
+    registry = request.app[METRICS_KEY]
+    registry.set_counts(*await request.app[PROVISIONER_KEY].counts())
+    return web.Response(body=registry.render(), content_type="text/plain", charset="utf-8")

@@ -1,0 +1,137 @@
+"""Routes for workspaces and operations: parse, authorise, one core call, render."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from aiohttp import web
+
+from acl.rbac import Permission
+from api import render
+from api.auth import authorize
+from api.body import Field, read_json
+from provisioner.errors import InvalidInput
+from provisioner.models import OperationKind, WorkspaceState
+from provisioner.service import CreateRequest, Idempotency, Provisioner
+
+PROVISIONER_KEY = web.AppKey("provisioner", Provisioner)
+routes = web.RouteTableDef()
+
+CREATE_FIELDS = {
+    "plan": Field(str, required=True, max_length=63),
+    "image": Field(str, required=True, max_length=63),
+    "name": Field(str, max_length=63),
+    "owner": Field(str),
+    "ttl_hours": Field(int),
+    "playbooks": Field(list),
+}
+
+
+def _core(request: web.Request) -> Provisioner:
+    """The provisioner core behind this app."""
+    return request.app[PROVISIONER_KEY]
+
+
+@routes.post("/v1/workspaces")
+async def create_workspace(request: web.Request) -> web.Response:
+    """Accept a workspace request and start its create operation."""
+    actor = await authorize(request, Permission.WRITE_WORKSPACES)
+    body = await read_json(request, CREATE_FIELDS)
+    key = request.headers.get("Idempotency-Key")
+    idempotency = None
+    if key is not None:
+        if not 0 < len(key) <= 255:
+            raise InvalidInput("Idempotency-Key must be 1 to 255 characters")
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        idempotency = Idempotency(key, digest)
+    create = CreateRequest(
+        plan=body["plan"],
+        image=body["image"],
+        name=body.get("name"),
+        owner=body.get("owner"),
+        ttl_hours=body.get("ttl_hours"),
+        playbooks=tuple(body.get("playbooks") or ()),
+    )
+    ws, op = await _core(request).create_workspace(actor, create, idempotency)
+    return web.json_response(
+        {"workspace": render.workspace(ws), "operation": render.operation(op)}, status=202
+    )
+
+
+@routes.get("/v1/workspaces")
+async def list_workspaces(request: web.Request) -> web.Response:
+    """A page of workspaces, filtered by owner and state."""
+    actor = await authorize(request, Permission.READ_WORKSPACES)
+    query = request.query
+    state = None
+    if "state" in query:
+        try:
+            state = WorkspaceState(query["state"])
+        except ValueError:
+            choices = ", ".join(s.value for s in WorkspaceState)
+            raise InvalidInput(f"unknown state; choose one of: {choices}") from None
+    limit_text = query.get("limit", "50")
+    if not limit_text.isdigit():
+        raise InvalidInput("limit must be a whole number")
+    page = await _core(request).list_workspaces(
+        actor,
+        owner=query.get("owner"),
+        state=state,
+        name=query.get("name"),
+        cursor=query.get("cursor"),
+        limit=int(limit_text),
+    )
+    return web.json_response(
+        {"workspaces": [render.workspace(w) for w in page.items], "next_cursor": page.next_cursor}
+    )
+
+
+@routes.get("/v1/workspaces/{id}")
+async def get_workspace(request: web.Request) -> web.Response:
+    """One workspace."""
+    actor = await authorize(request, Permission.READ_WORKSPACES)
+    ws = await _core(request).get_workspace(actor, request.match_info["id"])
+    return web.json_response(render.workspace(ws))
+
+
+@routes.delete("/v1/workspaces/{id}")
+async def delete_workspace(request: web.Request) -> web.Response:
+    """Start deleting a workspace."""
+    actor = await authorize(request, Permission.WRITE_WORKSPACES)
+    op = await _core(request).delete_workspace(actor, request.match_info["id"])
+    return web.json_response(render.operation(op), status=202)
+
+
+@routes.post(r"/v1/workspaces/{id}/{action:start|stop|reboot}")
+async def power_workspace(request: web.Request) -> web.Response:
+    """Start, stop or reboot a workspace."""
+    actor = await authorize(request, Permission.WRITE_WORKSPACES)
+    kind = OperationKind(request.match_info["action"])
+    op = await _core(request).power(actor, request.match_info["id"], kind)
+    return web.json_response(render.operation(op), status=202)
+
+
+@routes.post("/v1/workspaces/{id}/extend")
+async def extend_workspace(request: web.Request) -> web.Response:
+    """Push a workspace's expiry later."""
+    actor = await authorize(request, Permission.WRITE_WORKSPACES)
+    body = await read_json(request, {"hours": Field(int, required=True)})
+    ws = await _core(request).extend_workspace(actor, request.match_info["id"], body["hours"])
+    return web.json_response(render.workspace(ws))
+
+
+@routes.get("/v1/operations/{id}")
+async def get_operation(request: web.Request) -> web.Response:
+    """One operation with its steps."""
+    actor = await authorize(request, Permission.READ_WORKSPACES)
+    op = await _core(request).get_operation(actor, request.match_info["id"])
+    return web.json_response(render.operation(op))
+
+
+@routes.post("/v1/operations/{id}/cancel")
+async def cancel_operation(request: web.Request) -> web.Response:
+    """Cancel an operation."""
+    actor = await authorize(request, Permission.WRITE_WORKSPACES)
+    op = await _core(request).cancel_operation(actor, request.match_info["id"])
+    return web.json_response(render.operation(op), status=202)

@@ -1,0 +1,1 @@
+"""Slack edge: Bolt app, command table, Block Kit views and the Slack notifier."""

@@ -1,0 +1,240 @@
+"""Composition root and CLI: builds adapters from settings, hands them to the core and edges."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+import cli_client
+import settings as settings_module
+from api.app import build_app
+from provisioner.adapters.libvirt import LibvirtHypervisor
+from provisioner.adapters.store.engine import SqlStore
+from provisioner.catalog import Catalog
+from provisioner.errors import ConfigError, ProvisionerError
+from provisioner.fleet import Fleet
+from provisioner.metrics import Metrics
+from provisioner.models import SYSTEM_ACTOR, Node, Role
+from provisioner.operations import OperationRunner
+from provisioner.ports import Hypervisor
+from provisioner.service import Provisioner
+from provisioner.tokens import Tokens, parse_duration
+from settings import Settings
+
+log = logging.getLogger("provisioner")
+DRAIN_SECONDS = 20.0
+CLI_TOKEN_FILE = "cli-token"  # noqa: S105 (a file name, not a secret)
+
+
+def now() -> datetime:
+    """The clock of the whole process, in UTC."""
+    return datetime.now(UTC)
+
+
+def hypervisor_for(node: Node) -> Hypervisor:
+    """The hypervisor adapter for a node."""
+    if node.ssh_host:
+        raise ConfigError(
+            f"node {node.name}: SSH nodes are not supported by this version; "
+            "remove ssh_host to use a libvirt URI on this machine"
+        )
+    return LibvirtHypervisor(node.name, node.libvirt_uri)
+
+
+@dataclass
+class System:
+    """Everything built from settings, ready to serve or to answer one CLI command."""
+
+    settings: Settings
+    store: SqlStore
+    fleet: Fleet
+    metrics: Metrics
+    runner: OperationRunner
+    core: Provisioner
+    tokens: Tokens
+
+
+@asynccontextmanager
+async def built(settings: Settings) -> AsyncIterator[System]:
+    """Build the system, and close what it opened on the way out."""
+    for node in settings.nodes:
+        if node.ssh_host:
+            hypervisor_for(node)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    store = await SqlStore.open(settings.database_url)
+    catalog = Catalog.of(settings.plans, settings.images, settings.nodes)
+    fleet = Fleet(catalog.nodes, hypervisor_for)
+    try:
+        async with store.transaction() as tx:
+            await tx.sync_catalog(settings.nodes, settings.plans, settings.images)
+        metrics = Metrics()
+        runner = OperationRunner(
+            store,
+            fleet,
+            catalog,
+            now,
+            metrics,
+            lease_seconds=settings.lease_seconds,
+            concurrency=settings.workers,
+            fault_point=settings.fault_point,
+        )
+        core = Provisioner(store, catalog, fleet, now, runner.wake)
+        yield System(settings, store, fleet, metrics, runner, core, Tokens(store, now))
+    finally:
+        await fleet.close()
+        await store.close()
+
+
+async def serve(settings: Settings) -> None:
+    """Run the API, the workers and the scheduler until SIGTERM or SIGINT, then drain."""
+    async with built(settings) as system:
+        await _ensure_admin(system)
+        scheduler = AsyncIOScheduler(timezone="UTC")
+        scheduler.add_job(
+            system.core.expire_workspaces,
+            "interval",
+            seconds=60,
+            args=[SYSTEM_ACTOR],
+            max_instances=1,
+            coalesce=True,
+        )
+        web_runner = web.AppRunner(build_app(system.core, system.tokens, system.metrics))
+        await web_runner.setup()
+        site = web.TCPSite(web_runner, settings.host, settings.port)
+        await site.start()
+        system.runner.start()
+        scheduler.start()
+        log.info("serving on %s (worker %s)", settings.url, system.runner.worker)
+        await _until_signalled()
+        log.info("shutting down: draining operations for up to %g s", DRAIN_SECONDS)
+        await site.stop()
+        scheduler.shutdown(wait=False)
+        await system.runner.stop(DRAIN_SECONDS)
+        await web_runner.cleanup()
+
+
+async def _until_signalled() -> None:
+    """Wait for SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def _ensure_admin(system: System) -> None:
+    """Adopt the configured admin token, or print a new one at first start."""
+    if system.settings.admin_token:
+        await system.tokens.adopt(SYSTEM_ACTOR, system.settings.admin_token, Role.ADMIN, "admin")
+        return
+    secret = await system.tokens.first_admin(SYSTEM_ACTOR)
+    if secret is None:
+        return
+    path = system.settings.data_dir / CLI_TOKEN_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret + "\n")
+    # Printed once, on purpose, to the terminal only (never to the log).
+    print(
+        f"Admin token (shown once; also saved for the local CLI in {path}):\n  {secret}", flush=True
+    )
+
+
+async def token_create(settings: Settings, args: argparse.Namespace) -> None:
+    """Create an API token directly in the database and print it once."""
+    expires = parse_duration(args.expires) if args.expires else None
+    async with built(settings) as system:
+        token, secret = await system.tokens.create(
+            SYSTEM_ACTOR, Role(args.role), args.owner, expires
+        )
+    print(f"token {token.id} ({token.role.value} for {token.owner}); the secret, shown once:")
+    print(secret)
+
+
+async def node_list(settings: Settings, _args: argparse.Namespace) -> None:
+    """Print the configured nodes."""
+    for node in settings.nodes:
+        where = f"{node.ssh_user}@{node.ssh_host}:{node.ssh_port}" if node.ssh_host else "local"
+        cap = node.capacity
+        print(
+            f"{node.name:16} {where:28} {node.libvirt_uri:24} {cap.vcpus} vCPU {cap.memory_mib} MiB"
+        )
+
+
+async def node_check(settings: Settings, _args: argparse.Namespace) -> None:
+    """Check every node answers; exit 1 if one does not."""
+    async with built(settings) as system:
+        health = await system.fleet.check(timeout=10.0)
+    for name, problem in health.items():
+        print(f"{name:16} {'ok' if problem is None else 'FAIL: ' + problem}")
+    if any(health.values()):
+        raise SystemExit(1)
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line: serve, token, node, workspace."""
+    parser = argparse.ArgumentParser(prog="provisioner", description=__doc__)
+    parser.add_argument("--config", help="TOML settings file (or PROVISIONER_CONFIG)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="run the API, workers and scheduler in one process")
+    token = commands.add_parser("token", help="manage API tokens").add_subparsers(
+        dest="action", required=True
+    )
+    create = token.add_parser("create", help="create a token and print its secret once")
+    create.add_argument("--role", required=True, choices=[r.value for r in Role])
+    create.add_argument("--owner", required=True, help="who the token acts as, e.g. ci-bot")
+    create.add_argument("--expires", help="lifetime such as 12h, 30d or 2w (default: never)")
+    node = commands.add_parser("node", help="inspect nodes").add_subparsers(
+        dest="action", required=True
+    )
+    node.add_parser("list", help="list configured nodes")
+    node.add_parser("check", help="check every node answers")
+    cli_client.add_workspace_parser(commands)
+    return parser
+
+
+COMMANDS: dict[
+    tuple[str, str | None], Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, None]]
+] = {
+    ("token", "create"): token_create,
+    ("node", "list"): node_list,
+    ("node", "check"): node_check,
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `provisioner` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = settings_module.load(args.config)
+        logging.basicConfig(
+            level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        if args.command == "serve":
+            asyncio.run(serve(settings))
+        elif args.command == "workspace":
+            token_file = settings.data_dir / CLI_TOKEN_FILE
+            sys.exit(cli_client.run(args, settings.url, token_file))
+        else:
+            asyncio.run(COMMANDS[(args.command, getattr(args, "action", None))](settings, args))
+    except ProvisionerError as error:
+        print(f"provisioner: {error.message}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

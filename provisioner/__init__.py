@@ -1,0 +1,1 @@
+"""The provisioner core: workspaces, operations, nodes, plans, images, approvals and TTL."""

@@ -1,0 +1,1 @@
+"""Adapters: one module per external system, each implementing a port of the core."""

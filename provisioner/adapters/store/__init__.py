@@ -1,0 +1,1 @@
+"""SQLAlchemy store: tables, migrations and the queries behind the Store port."""

@@ -1,0 +1,117 @@
+"""The SQL store: engine set-up per dialect, migrations at open, transactions for the core."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event, exc
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from provisioner.adapters.store.transaction import SqlTransaction
+from provisioner.errors import ConfigError, InfrastructureError
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+# Any constant works; it only has to be the same in every process sharing the database.
+MIGRATION_LOCK_ID = 0x70726F76
+
+
+class SqlStore:
+    """Store port on SQLAlchemy async: SQLite (aiosqlite) or PostgreSQL (asyncpg)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    @classmethod
+    async def open(cls, url: str) -> SqlStore:
+        """Connect, apply pending migrations, and return a ready store."""
+        store = cls(_create_engine(url))
+        try:
+            async with store._engine.begin() as conn:
+                await _migrate(conn)
+        except (exc.DBAPIError, OSError) as error:
+            await store.close()
+            raise InfrastructureError(
+                f"cannot open the database ({type(error).__name__}); "
+                "check PROVISIONER_DATABASE_URL and that the server is up"
+            ) from None
+        return store
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[SqlTransaction]:
+        """One transaction; database failures surface as InfrastructureError."""
+        try:
+            async with self._engine.begin() as conn:
+                yield SqlTransaction(conn)
+        except exc.OperationalError as error:
+            raise InfrastructureError(
+                f"the database is unavailable ({type(error.orig).__name__})"
+            ) from error
+        except exc.InterfaceError as error:
+            raise InfrastructureError("the database connection failed") from error
+
+    async def ping(self) -> None:
+        """Raise InfrastructureError unless a trivial query succeeds."""
+        async with self.transaction() as tx:
+            await tx.conn.execute(sa.text("SELECT 1"))
+
+    async def close(self) -> None:
+        """Dispose of every pooled connection."""
+        await self._engine.dispose()
+
+
+def _create_engine(url: str) -> AsyncEngine:
+    """An async engine tuned for its dialect."""
+    try:
+        parsed = sa.make_url(url)
+    except exc.ArgumentError:
+        raise ConfigError(f"PROVISIONER_DATABASE_URL is not a database URL: {url!r}") from None
+    if parsed.drivername == "sqlite+aiosqlite":
+        return _sqlite_engine(url)
+    if parsed.drivername == "postgresql+asyncpg":
+        return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    raise ConfigError(
+        "PROVISIONER_DATABASE_URL must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
+    )
+
+
+def _sqlite_engine(url: str) -> AsyncEngine:
+    """SQLite with WAL, a busy timeout and BEGIN IMMEDIATE (its dialect drops FOR UPDATE)."""
+    engine = create_async_engine(url, connect_args={"timeout": 30})
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not pysqlite, decide when transactions begin.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        # A deferred transaction that reads then writes can fail at once with SQLITE_BUSY.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+async def _migrate(conn: AsyncConnection) -> None:
+    """Bring the schema to the newest revision, one process at a time."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})"))
+    await conn.run_sync(_upgrade)
+
+
+def _upgrade(sync_conn: sa.Connection) -> None:
+    """Run Alembic's upgrade on an open connection."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = sync_conn
+    command.upgrade(config, "head")

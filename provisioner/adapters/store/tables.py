@@ -1,0 +1,188 @@
+"""SQLAlchemy table definitions; Alembic migrations must produce exactly this schema."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Stores naive UTC, returns aware UTC, on every engine alike."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Drop the zone after converting to UTC."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        """Mark the stored value as UTC."""
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC)
+
+
+metadata = sa.MetaData()
+
+LIVE_WORKSPACE = "state NOT IN ('deleted', 'failed', 'denied')"
+
+workspaces = sa.Table(
+    "workspaces",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("name", sa.String(63), nullable=False),
+    sa.Column("owner", sa.String(255), nullable=False, index=True),
+    sa.Column("plan", sa.String(63), nullable=False),
+    sa.Column("image", sa.String(63), nullable=False),
+    sa.Column("node", sa.String(63), nullable=False),
+    sa.Column("state", sa.String(32), nullable=False, index=True),
+    sa.Column("domain_name", sa.String(120), nullable=False),
+    sa.Column("vcpus", sa.Integer, nullable=False),
+    sa.Column("memory_mib", sa.Integer, nullable=False),
+    sa.Column("disk_gib", sa.Integer, nullable=False),
+    sa.Column("tailscale_hostname", sa.String(255)),
+    sa.Column("tailscale_ip", sa.String(64)),
+    sa.Column("tailscale_tags", sa.JSON, nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime),
+    sa.Index(
+        "uq_workspaces_live_name",
+        "name",
+        unique=True,
+        sqlite_where=sa.text(LIVE_WORKSPACE),
+        postgresql_where=sa.text(LIVE_WORKSPACE),
+    ),
+)
+
+operations = sa.Table(
+    "operations",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("state", sa.String(32), nullable=False),
+    sa.Column("workspace_id", sa.String(40), nullable=False, index=True),
+    sa.Column("requested_by", sa.String(255), nullable=False),
+    sa.Column("params", sa.JSON, nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("fence", sa.Integer, nullable=False, default=0),
+    sa.Column("worker", sa.String(64)),
+    sa.Column("lease_until", UTCDateTime),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Index("ix_operations_state_created", "state", "created_at"),
+)
+
+operation_steps = sa.Table(
+    "operation_steps",
+    metadata,
+    sa.Column("operation_id", sa.String(40), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("detail", sa.Text),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("finished_at", UTCDateTime),
+)
+
+nodes = sa.Table(
+    "nodes",
+    metadata,
+    sa.Column("name", sa.String(63), primary_key=True),
+    sa.Column("libvirt_uri", sa.String(255), nullable=False),
+    sa.Column("ssh_host", sa.String(255)),
+    sa.Column("ssh_port", sa.Integer, nullable=False),
+    sa.Column("ssh_user", sa.String(64), nullable=False),
+    sa.Column("ssh_key", sa.String(1024)),
+    sa.Column("host_key", sa.Text),
+    sa.Column("pool", sa.String(63), nullable=False),
+    sa.Column("network", sa.String(63), nullable=False),
+    sa.Column("vcpus", sa.Integer, nullable=False),
+    sa.Column("memory_mib", sa.Integer, nullable=False),
+    sa.Column("disk_gib", sa.Integer, nullable=False),
+)
+
+plans = sa.Table(
+    "plans",
+    metadata,
+    sa.Column("name", sa.String(63), primary_key=True),
+    sa.Column("vcpus", sa.Integer, nullable=False),
+    sa.Column("memory_mib", sa.Integer, nullable=False),
+    sa.Column("disk_gib", sa.Integer, nullable=False),
+    sa.Column("ttl_hours", sa.Integer, nullable=False),
+    sa.Column("max_ttl_hours", sa.Integer, nullable=False),
+    sa.Column("requires_approval", sa.Boolean, nullable=False),
+)
+
+images = sa.Table(
+    "images",
+    metadata,
+    sa.Column("name", sa.String(63), primary_key=True),
+    sa.Column("base_volume", sa.String(255), nullable=False),
+    sa.Column("os", sa.String(63), nullable=False),
+    sa.Column("kernel", sa.String(255)),
+    sa.Column("initrd", sa.String(255)),
+    sa.Column("cmdline", sa.Text),
+)
+
+approvals = sa.Table(
+    "approvals",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("operation_id", sa.String(40), nullable=False, index=True),
+    sa.Column("requested_by", sa.String(255), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("decided_by", sa.String(255)),
+    sa.Column("reason", sa.Text),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("decided_at", UTCDateTime),
+)
+
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("secret_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("owner", sa.String(255), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime),
+    sa.Column("last_used_at", UTCDateTime),
+    sa.Column("revoked_at", UTCDateTime),
+)
+
+audit_events = sa.Table(
+    "audit_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("actor", sa.String(255), nullable=False),
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("target", sa.String(255), nullable=False, index=True),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("operation_id", sa.String(40)),
+)
+
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("scope", sa.String(255), primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("request_hash", sa.String(64), nullable=False),
+    sa.Column("answer", sa.JSON, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)

@@ -1,0 +1,11 @@
+"""One database transaction exposing every query the core uses (the Transaction port)."""
+
+from __future__ import annotations
+
+from provisioner.adapters.store.access_queries import AccessQueries
+from provisioner.adapters.store.operation_queries import OperationQueries
+from provisioner.adapters.store.workspace_queries import WorkspaceQueries
+
+
+class SqlTransaction(WorkspaceQueries, OperationQueries, AccessQueries):
+    """All queries, bound to one open connection inside a transaction."""

@@ -1,0 +1,159 @@
+"""Workspace rows: insert, read, list with cursor, compare-and-set updates, usage."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import exc
+
+from provisioner.adapters.store.base import QueriesBase
+from provisioner.adapters.store.tables import workspaces
+from provisioner.errors import Conflict
+from provisioner.models import Capacity, TailscaleInfo, Workspace, WorkspaceState
+
+LIVE_STATES = frozenset(WorkspaceState) - {
+    WorkspaceState.DELETED,
+    WorkspaceState.FAILED,
+    WorkspaceState.DENIED,
+}
+
+
+def _to_workspace(row: sa.Row[Any]) -> Workspace:
+    """Map a row to the domain record."""
+    return Workspace(
+        id=row.id,
+        name=row.name,
+        owner=row.owner,
+        plan=row.plan,
+        image=row.image,
+        node=row.node,
+        state=WorkspaceState(row.state),
+        domain_name=row.domain_name,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        expires_at=row.expires_at,
+        tailscale=TailscaleInfo(
+            row.tailscale_hostname, row.tailscale_ip, tuple(row.tailscale_tags or ())
+        ),
+        error=row.error,
+    )
+
+
+class WorkspaceQueries(QueriesBase):
+    """Queries on the workspaces table."""
+
+    async def insert_workspace(self, workspace: Workspace, size: Capacity) -> None:
+        """Store a new workspace; Conflict if a live one already has its name."""
+        values = {
+            "id": workspace.id,
+            "name": workspace.name,
+            "owner": workspace.owner,
+            "plan": workspace.plan,
+            "image": workspace.image,
+            "node": workspace.node,
+            "state": workspace.state.value,
+            "domain_name": workspace.domain_name,
+            "vcpus": size.vcpus,
+            "memory_mib": size.memory_mib,
+            "disk_gib": size.disk_gib,
+            "tailscale_hostname": workspace.tailscale.hostname,
+            "tailscale_ip": workspace.tailscale.ip,
+            "tailscale_tags": list(workspace.tailscale.tags),
+            "error": workspace.error,
+            "created_at": workspace.created_at,
+            "updated_at": workspace.updated_at,
+            "expires_at": workspace.expires_at,
+        }
+        try:
+            async with self.conn.begin_nested():
+                await self.conn.execute(workspaces.insert().values(**values))
+        except exc.IntegrityError:
+            raise Conflict(
+                f"a workspace named {workspace.name!r} already exists; pick another name",
+                code="name_taken",
+            ) from None
+
+    async def get_workspace(self, workspace_id: str) -> Workspace | None:
+        """The workspace with this id, or None."""
+        row = (
+            await self.conn.execute(workspaces.select().where(workspaces.c.id == workspace_id))
+        ).first()
+        return None if row is None else _to_workspace(row)
+
+    async def list_workspaces(
+        self,
+        *,
+        owner: str | None,
+        state: WorkspaceState | None,
+        after: str | None,
+        limit: int,
+        name: str | None = None,
+    ) -> list[Workspace]:
+        """Workspaces in id order (ids sort by creation time), after the id `after`."""
+        query = workspaces.select().order_by(workspaces.c.id).limit(limit)
+        if owner is not None:
+            query = query.where(workspaces.c.owner == owner)
+        if state is not None:
+            query = query.where(workspaces.c.state == state.value)
+        if name is not None:
+            query = query.where(workspaces.c.name == name)
+        if after is not None:
+            query = query.where(workspaces.c.id > after)
+        return [_to_workspace(row) for row in await self.conn.execute(query)]
+
+    async def update_workspace(
+        self,
+        workspace_id: str,
+        *,
+        expect: frozenset[WorkspaceState] | None = None,
+        **changes: Any,
+    ) -> Workspace | None:
+        """Apply `changes` if the state is in `expect`; None when the guard fails."""
+        values = {key: _column_value(value) for key, value in changes.items()}
+        query = workspaces.update().where(workspaces.c.id == workspace_id).values(**values)
+        if expect is not None:
+            query = query.where(workspaces.c.state.in_([s.value for s in expect]))
+        result = await self.conn.execute(query)
+        if result.rowcount != 1:
+            return None
+        return await self.get_workspace(workspace_id)
+
+    async def usage_by_node(self) -> dict[str, Capacity]:
+        """Resources held by live workspaces, per node."""
+        query = (
+            sa.select(
+                workspaces.c.node,
+                sa.func.sum(workspaces.c.vcpus),
+                sa.func.sum(workspaces.c.memory_mib),
+                sa.func.sum(workspaces.c.disk_gib),
+            )
+            .where(workspaces.c.state.in_([s.value for s in LIVE_STATES]))
+            .group_by(workspaces.c.node)
+        )
+        rows = await self.conn.execute(query)
+        return {node: Capacity(int(v), int(m), int(d)) for node, v, m, d in rows}
+
+    async def count_workspaces_by_state(self) -> dict[WorkspaceState, int]:
+        """How many workspaces are in each state."""
+        query = sa.select(workspaces.c.state, sa.func.count()).group_by(workspaces.c.state)
+        return {WorkspaceState(s): int(n) for s, n in await self.conn.execute(query)}
+
+    async def expired_workspaces(self, now: datetime, limit: int) -> list[Workspace]:
+        """Running or stopped workspaces past their expiry."""
+        query = (
+            workspaces.select()
+            .where(workspaces.c.expires_at < now)
+            .where(
+                workspaces.c.state.in_([WorkspaceState.RUNNING.value, WorkspaceState.STOPPED.value])
+            )
+            .order_by(workspaces.c.expires_at)
+            .limit(limit)
+        )
+        return [_to_workspace(row) for row in await self.conn.execute(query)]
+
+
+def _column_value(value: Any) -> Any:
+    """Enum members are stored as their values."""
+    return value.value if isinstance(value, WorkspaceState) else value

@@ -1,0 +1,113 @@
+"""Exceptions of the provisioner; adapters translate foreign errors into these.
+
+ProvisionerError                 code: snake_case, message: a sentence for humans
+├── InvalidInput                 the request is malformed or breaks a rule (400/422)
+│   └── UnknownReference         names a plan, image or node that does not exist
+├── Unauthenticated              no or bad credentials (401)
+├── PermissionDenied             credentials lack the permission (403)
+├── NotFound                     no such resource, or not visible to the caller (404)
+├── Conflict                     the resource is not in a state that allows this (409)
+├── CapacityExhausted            no node has room for the request (409)
+├── RateLimited                  too many requests; retry_after seconds (429)
+├── ConfigError                  a setting is missing or wrong; stops start-up
+└── InfrastructureError          a node, hypervisor or store failed (503)
+    ├── NodeUnavailable          the node could not be reached
+    ├── HypervisorError          libvirt refused or failed an action
+    └── LeaseLost                this worker no longer owns the operation it runs
+"""
+
+from __future__ import annotations
+
+
+class ProvisionerError(Exception):
+    """Base of every error the core raises; carries a stable code and a human message."""
+
+    code = "error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class InvalidInput(ProvisionerError):
+    """The request is malformed or breaks a validation rule."""
+
+    code = "invalid_input"
+
+
+class UnknownReference(InvalidInput):
+    """The request names a plan, image or node that does not exist."""
+
+    code = "unknown_reference"
+
+
+class Unauthenticated(ProvisionerError):
+    """No credentials, or credentials that are not valid."""
+
+    code = "unauthenticated"
+
+
+class PermissionDenied(ProvisionerError):
+    """Valid credentials without the needed permission."""
+
+    code = "permission_denied"
+
+
+class NotFound(ProvisionerError):
+    """The resource does not exist or the caller may not see it."""
+
+    code = "not_found"
+
+
+class Conflict(ProvisionerError):
+    """The resource's current state forbids the action."""
+
+    code = "conflict"
+
+
+class CapacityExhausted(ProvisionerError):
+    """No node has room for the requested plan."""
+
+    code = "capacity_exhausted"
+
+
+class RateLimited(ProvisionerError):
+    """Too many requests from one caller."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ConfigError(ProvisionerError):
+    """A setting is missing or invalid."""
+
+    code = "config_error"
+
+
+class InfrastructureError(ProvisionerError):
+    """Something outside the provisioner failed; the action may succeed later."""
+
+    code = "infrastructure_error"
+
+
+class NodeUnavailable(InfrastructureError):
+    """The node could not be reached."""
+
+    code = "node_unavailable"
+
+
+class HypervisorError(InfrastructureError):
+    """libvirt refused or failed an action."""
+
+    code = "hypervisor_error"
+
+
+class LeaseLost(InfrastructureError):
+    """Another worker took over the operation; this one must stop touching it."""
+
+    code = "lease_lost"

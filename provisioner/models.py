@@ -1,0 +1,267 @@
+"""Domain records of the provisioner: frozen dataclasses and string enums, stdlib only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class WorkspaceState(StrEnum):
+    """Lifecycle of a workspace as users see it."""
+
+    AWAITING_APPROVAL = "awaiting_approval"
+    PROVISIONING = "provisioning"
+    RUNNING = "running"
+    STOPPED = "stopped"
+    DELETING = "deleting"
+    DELETED = "deleted"
+    FAILED = "failed"
+    DENIED = "denied"
+
+
+class OperationState(StrEnum):
+    """State machine of a durable operation."""
+
+    PENDING = "pending"
+    AWAITING_APPROVAL = "awaiting_approval"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        """Whether no further transition can happen."""
+        return self in TERMINAL_OPERATION_STATES
+
+
+TERMINAL_OPERATION_STATES = frozenset(
+    {OperationState.SUCCEEDED, OperationState.FAILED, OperationState.CANCELLED}
+)
+
+
+class OperationKind(StrEnum):
+    """What an operation does to its workspace."""
+
+    CREATE = "create"
+    DELETE = "delete"
+    START = "start"
+    STOP = "stop"
+    REBOOT = "reboot"
+
+
+class StepState(StrEnum):
+    """Outcome of one recorded step of an operation."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class Role(StrEnum):
+    """Roles a token or Slack user can hold."""
+
+    ADMIN = "admin"
+    OPERATOR = "operator"
+    DEVELOPER = "developer"
+    VIEWER = "viewer"
+
+
+class DomainState(StrEnum):
+    """Power state of a libvirt domain, reduced to what the core acts on."""
+
+    RUNNING = "running"
+    PAUSED = "paused"
+    SHUTOFF = "shutoff"
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asks for something: name for audit, owner scope for visibility (None sees all)."""
+
+    name: str
+    role: Role
+    source: str
+    owner_scope: str | None = None
+
+    def sees(self, owner: str) -> bool:
+        """Whether this actor may see a resource owned by `owner`."""
+        return self.owner_scope is None or self.owner_scope == owner
+
+
+SYSTEM_ACTOR = Actor(name="system", role=Role.ADMIN, source="system")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Size and policy of a workspace."""
+
+    name: str
+    vcpus: int
+    memory_mib: int
+    disk_gib: int
+    ttl_hours: int = 72
+    max_ttl_hours: int = 720
+    requires_approval: bool = False
+
+
+@dataclass(frozen=True)
+class Image:
+    """A base image that workspaces boot from."""
+
+    name: str
+    base_volume: str
+    os: str = "debian"
+    kernel: str | None = None
+    initrd: str | None = None
+    cmdline: str | None = None
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """Resources a node offers, or a workspace takes."""
+
+    vcpus: int
+    memory_mib: int
+    disk_gib: int
+
+    def fits(self, need: Capacity) -> bool:
+        """Whether `need` fits inside this capacity."""
+        return (
+            need.vcpus <= self.vcpus
+            and need.memory_mib <= self.memory_mib
+            and need.disk_gib <= self.disk_gib
+        )
+
+    def minus(self, used: Capacity) -> Capacity:
+        """The capacity left after `used` is taken."""
+        return Capacity(
+            self.vcpus - used.vcpus,
+            self.memory_mib - used.memory_mib,
+            self.disk_gib - used.disk_gib,
+        )
+
+
+@dataclass(frozen=True)
+class Node:
+    """A provisioner node: a libvirt host, reached over SSH unless it is the test driver."""
+
+    name: str
+    libvirt_uri: str = "qemu:///system"
+    ssh_host: str | None = None
+    ssh_port: int = 2222
+    ssh_user: str = "root"
+    ssh_key: str | None = None
+    host_key: str | None = None
+    pool: str = "default"
+    network: str = "default"
+    capacity: Capacity = field(default_factory=lambda: Capacity(64, 262144, 4096))
+
+
+@dataclass(frozen=True)
+class TailscaleInfo:
+    """How a workspace is reached on the tailnet."""
+
+    hostname: str | None = None
+    ip: str | None = None
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A developer's VM as the provisioner tracks it."""
+
+    id: str
+    name: str
+    owner: str
+    plan: str
+    image: str
+    node: str
+    state: WorkspaceState
+    domain_name: str
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime | None = None
+    tailscale: TailscaleInfo = field(default_factory=TailscaleInfo)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Step:
+    """One recorded step of an operation."""
+
+    name: str
+    state: StepState
+    started_at: datetime
+    finished_at: datetime | None = None
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class Operation:
+    """A durable unit of long work on one workspace."""
+
+    id: str
+    kind: OperationKind
+    state: OperationState
+    workspace_id: str
+    requested_by: str
+    created_at: datetime
+    updated_at: datetime
+    params: dict[str, Any] = field(default_factory=dict)
+    steps: tuple[Step, ...] = ()
+    error: str | None = None
+    attempts: int = 0
+    fence: int = 0
+    cancel_requested: bool = False
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A worker's lease on an operation; `fence` guards every write it makes."""
+
+    operation: Operation
+    worker: str
+    fence: int
+
+
+@dataclass(frozen=True)
+class ApiToken:
+    """A stored API token (the secret itself is never kept, only its hash)."""
+
+    id: str
+    role: Role
+    owner: str
+    created_at: datetime
+    expires_at: datetime | None = None
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """Who did what to which target, when, with what outcome and why."""
+
+    actor: str
+    source: str
+    action: str
+    target: str
+    outcome: str = "ok"
+    reason: str | None = None
+    operation_id: str | None = None
+    at: datetime | None = None
+    id: int | None = None
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a listing and the cursor to the next one."""
+
+    items: tuple[T, ...]
+    next_cursor: str | None = None

@@ -1,0 +1,246 @@
+"""Small protocols the core needs from the outside world; adapters implement them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from provisioner.models import (
+    ApiToken,
+    AuditEvent,
+    Capacity,
+    Claim,
+    DomainState,
+    Image,
+    Node,
+    Operation,
+    OperationState,
+    Plan,
+    Step,
+    Workspace,
+    WorkspaceState,
+)
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    """Everything a hypervisor needs to define a workspace's domain."""
+
+    name: str
+    workspace_id: str
+    owner: str
+    vcpus: int
+    memory_mib: int
+    image: Image
+
+
+@dataclass(frozen=True)
+class DomainInfo:
+    """A domain as the hypervisor reports it; `workspace_id` is None if it is not ours."""
+
+    name: str
+    state: DomainState
+    workspace_id: str | None
+
+
+class Hypervisor(Protocol):
+    """One node's libvirt, every call idempotent where the name says so."""
+
+    async def lookup(self, name: str) -> DomainInfo | None:
+        """The domain called `name`, or None."""
+        ...
+
+    async def define(self, spec: DomainSpec) -> None:
+        """Define the domain; fails if the name is taken."""
+        ...
+
+    async def start(self, name: str) -> None:
+        """Power the domain on."""
+        ...
+
+    async def shutdown(self, name: str) -> None:
+        """Ask the guest to power off (ACPI)."""
+        ...
+
+    async def destroy(self, name: str) -> None:
+        """Power the domain off at once."""
+        ...
+
+    async def undefine(self, name: str) -> None:
+        """Remove the domain's definition."""
+        ...
+
+    async def list_ours(self) -> Sequence[DomainInfo]:
+        """Every domain carrying our metadata; raises if the listing is incomplete."""
+        ...
+
+    async def check(self) -> None:
+        """Raise NodeUnavailable unless the node answers."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and threads."""
+        ...
+
+
+class Transaction(Protocol):
+    """Reads and writes inside one database transaction."""
+
+    async def add_audit(self, event: AuditEvent) -> None:
+        """Append an audit event."""
+        ...
+
+    async def list_audit(
+        self, *, target: str | None, actor: str | None, after: int | None, limit: int
+    ) -> list[AuditEvent]:
+        """Audit events, oldest first, after the id `after`."""
+        ...
+
+    async def lock(self, name: str) -> None:
+        """Serialise transactions that take the same named lock until commit."""
+        ...
+
+    async def insert_workspace(self, workspace: Workspace, size: Capacity) -> None:
+        """Store a new workspace; Conflict if a live one has the same name."""
+        ...
+
+    async def get_workspace(self, workspace_id: str) -> Workspace | None:
+        """The workspace with this id."""
+        ...
+
+    async def list_workspaces(
+        self,
+        *,
+        owner: str | None,
+        state: WorkspaceState | None,
+        after: str | None,
+        limit: int,
+        name: str | None = None,
+    ) -> list[Workspace]:
+        """Workspaces ordered by id, after the id `after`."""
+        ...
+
+    async def update_workspace(
+        self,
+        workspace_id: str,
+        *,
+        expect: frozenset[WorkspaceState] | None = None,
+        **changes: Any,
+    ) -> Workspace | None:
+        """Change a workspace if its state is in `expect`; None if not."""
+        ...
+
+    async def usage_by_node(self) -> dict[str, Capacity]:
+        """Resources taken by live workspaces, per node."""
+        ...
+
+    async def count_workspaces_by_state(self) -> dict[WorkspaceState, int]:
+        """How many workspaces are in each state."""
+        ...
+
+    async def expired_workspaces(self, now: datetime, limit: int) -> list[Workspace]:
+        """Running or stopped workspaces whose expiry has passed."""
+        ...
+
+    async def insert_operation(self, operation: Operation) -> None:
+        """Store a new operation."""
+        ...
+
+    async def get_operation(self, operation_id: str) -> Operation | None:
+        """The operation with its steps."""
+        ...
+
+    async def active_operation(self, workspace_id: str) -> Operation | None:
+        """The workspace's operation that has not ended, if any."""
+        ...
+
+    async def claim_operations(
+        self, *, worker: str, now: datetime, lease_until: datetime, limit: int
+    ) -> list[Claim]:
+        """Lease up to `limit` pending or abandoned operations to `worker`."""
+        ...
+
+    async def renew_lease(self, claim: Claim, lease_until: datetime) -> bool:
+        """Extend the lease; False if the claim is no longer ours."""
+        ...
+
+    async def finish_operation(
+        self, claim: Claim, state: OperationState, error: str | None, now: datetime
+    ) -> bool:
+        """Move a claimed operation to a final state; False if the claim is stale."""
+        ...
+
+    async def set_operation_state(
+        self,
+        operation_id: str,
+        state: OperationState,
+        *,
+        expect: frozenset[OperationState],
+        now: datetime,
+        error: str | None = None,
+    ) -> bool:
+        """Compare-and-set an operation's state outside any claim."""
+        ...
+
+    async def record_step(self, claim: Claim, step: Step) -> bool:
+        """Insert or update the step with this name; False if the claim is stale."""
+        ...
+
+    async def request_cancel(self, operation_id: str, now: datetime) -> bool:
+        """Flag a live operation for cancellation; False if it already ended."""
+        ...
+
+    async def count_operations_by_state(self) -> dict[OperationState, int]:
+        """How many operations are in each state."""
+        ...
+
+    async def insert_token(self, token: ApiToken, secret_hash: str) -> None:
+        """Store a token by the hash of its secret."""
+        ...
+
+    async def token_by_hash(self, secret_hash: str) -> ApiToken | None:
+        """The token whose secret hashes to this value."""
+        ...
+
+    async def touch_token(self, token_id: str, now: datetime) -> None:
+        """Record that the token was just used."""
+        ...
+
+    async def count_tokens(self) -> int:
+        """How many tokens exist, revoked ones included."""
+        ...
+
+    async def get_idempotent(self, scope: str, key: str) -> tuple[str, dict[str, Any]] | None:
+        """The request hash and answer stored for this key."""
+        ...
+
+    async def put_idempotent(
+        self, scope: str, key: str, request_hash: str, answer: Mapping[str, Any], now: datetime
+    ) -> None:
+        """Remember the answer given for this key."""
+        ...
+
+    async def sync_catalog(
+        self, node_list: Sequence[Node], plan_list: Sequence[Plan], image_list: Sequence[Image]
+    ) -> None:
+        """Make the stored nodes, plans and images match the configuration."""
+        ...
+
+
+class Store(Protocol):
+    """Durable state: everything the provisioner knows lives here."""
+
+    def transaction(self) -> AbstractAsyncContextManager[Transaction]:
+        """A transaction that commits on success and rolls back on error."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise InfrastructureError unless the database answers."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...

@@ -1,0 +1,415 @@
+"""Use cases of the provisioner, one method per user intent; both edges call these."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from provisioner.audit import record
+from provisioner.catalog import Catalog
+from provisioner.errors import Conflict, InvalidInput, NotFound, PermissionDenied, UnknownReference
+from provisioner.fleet import Fleet
+from provisioner.ids import new_id
+from provisioner.models import (
+    Actor,
+    Capacity,
+    Operation,
+    OperationKind,
+    OperationState,
+    Page,
+    Plan,
+    Workspace,
+    WorkspaceState,
+)
+from provisioner.ports import Store, Transaction
+from provisioner.steps import RECIPES
+
+Clock = Callable[[], datetime]
+NAME_RE = re.compile(r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")
+OWNER_RE = re.compile(r"^[A-Za-z0-9._@+-]{1,255}$")
+MAX_PAGE = 200
+PENDING_STATES = frozenset({OperationState.PENDING, OperationState.AWAITING_APPROVAL})
+# Which workspace states each power action starts from.
+POWER_ACTIONS = {
+    OperationKind.START: frozenset({WorkspaceState.STOPPED}),
+    OperationKind.STOP: frozenset({WorkspaceState.RUNNING}),
+    OperationKind.REBOOT: frozenset({WorkspaceState.RUNNING}),
+}
+DELETABLE = frozenset(
+    {
+        WorkspaceState.AWAITING_APPROVAL,
+        WorkspaceState.PROVISIONING,
+        WorkspaceState.RUNNING,
+        WorkspaceState.STOPPED,
+        WorkspaceState.FAILED,
+        WorkspaceState.DELETING,
+    }
+)
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    """What a caller asks for when creating a workspace."""
+
+    plan: str
+    image: str
+    name: str | None = None
+    owner: str | None = None
+    ttl_hours: int | None = None
+    playbooks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """A caller's idempotency key and the hash of the request it came with."""
+
+    key: str
+    request_hash: str
+
+
+class Provisioner:
+    """The core's use cases over the store, the catalog and the fleet."""
+
+    def __init__(
+        self,
+        store: Store,
+        catalog: Catalog,
+        fleet: Fleet,
+        clock: Clock,
+        wake_workers: Callable[[], None],
+    ) -> None:
+        self.catalog = catalog
+        self._store, self._fleet, self._clock, self._wake = store, fleet, clock, wake_workers
+
+    async def create_workspace(
+        self, actor: Actor, request: CreateRequest, idempotency: Idempotency | None = None
+    ) -> tuple[Workspace, Operation]:
+        """Validate, place and record a new workspace and its create operation."""
+        owner = _owner_for(actor, request.owner)
+        plan = self.catalog.plan(request.plan)
+        image = self.catalog.image(request.image)
+        ttl = _ttl(plan, request.ttl_hours)
+        if request.playbooks:
+            raise UnknownReference(
+                f"unknown playbook {request.playbooks[0]!r}; none are configured"
+            )
+        name = _name(request.name, owner)
+        size = Capacity(plan.vcpus, plan.memory_mib, plan.disk_gib)
+        now = self._clock()
+        async with self._store.transaction() as tx:
+            if idempotency is not None:
+                replay = await self._replay(tx, actor, idempotency)
+                if replay is not None:
+                    return replay
+            await tx.lock("placement")
+            node = self._fleet.place(size, await tx.usage_by_node())
+            gated = plan.requires_approval
+            ws_id = new_id("ws")
+            ws = Workspace(
+                id=ws_id,
+                name=name,
+                owner=owner,
+                plan=plan.name,
+                image=image.name,
+                node=node.name,
+                state=WorkspaceState.AWAITING_APPROVAL if gated else WorkspaceState.PROVISIONING,
+                domain_name=f"ws-{name}-{ws_id[-6:]}",
+                created_at=now,
+                updated_at=now,
+                expires_at=now + timedelta(hours=ttl),
+            )
+            await tx.insert_workspace(ws, size)
+            op = await self._enqueue(tx, actor, ws, OperationKind.CREATE, awaiting_approval=gated)
+            await record(
+                tx, now, actor, "workspace.requested", ws.id, operation_id=op.id, reason=plan.name
+            )
+            if idempotency is not None:
+                await tx.put_idempotent(
+                    actor.name,
+                    idempotency.key,
+                    idempotency.request_hash,
+                    {"workspace_id": ws.id, "operation_id": op.id},
+                    now,
+                )
+        self._wake()
+        return ws, op
+
+    async def _replay(
+        self, tx: Transaction, actor: Actor, idempotency: Idempotency
+    ) -> tuple[Workspace, Operation] | None:
+        """The earlier answer for this key, 422 if the body differs, None if the key is new."""
+        stored = await tx.get_idempotent(actor.name, idempotency.key)
+        if stored is None:
+            return None
+        request_hash, answer = stored
+        if request_hash != idempotency.request_hash:
+            raise InvalidInput(
+                "this Idempotency-Key was already used with a different request body",
+                code="idempotency_key_reused",
+            )
+        ws = await tx.get_workspace(answer["workspace_id"])
+        op = await tx.get_operation(answer["operation_id"])
+        assert ws is not None and op is not None
+        return ws, op
+
+    async def list_workspaces(
+        self,
+        actor: Actor,
+        *,
+        owner: str | None = None,
+        state: WorkspaceState | None = None,
+        name: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> Page[Workspace]:
+        """A page of the workspaces the actor may see, in creation order."""
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}")
+        if actor.owner_scope is not None:
+            if owner is not None and owner != actor.owner_scope:
+                return Page(())
+            owner = actor.owner_scope
+        async with self._store.transaction() as tx:
+            items = await tx.list_workspaces(
+                owner=owner, state=state, name=name, after=cursor, limit=limit + 1
+            )
+        more = len(items) > limit
+        items = items[:limit]
+        return Page(tuple(items), items[-1].id if more else None)
+
+    async def get_workspace(self, actor: Actor, workspace_id: str) -> Workspace:
+        """One workspace the actor may see."""
+        async with self._store.transaction() as tx:
+            return await _visible(tx, actor, workspace_id)
+
+    async def delete_workspace(self, actor: Actor, workspace_id: str) -> Operation:
+        """Start deleting a workspace; a pending create is cancelled first."""
+        now = self._clock()
+        async with self._store.transaction() as tx:
+            await tx.lock(f"workspace:{workspace_id}")
+            ws = await _visible(tx, actor, workspace_id)
+            if ws.state not in DELETABLE:
+                raise Conflict(f"workspace {ws.name} is {ws.state.value}; nothing to delete")
+            active = await tx.active_operation(ws.id)
+            if active is not None and active.kind == OperationKind.DELETE:
+                return active
+            if active is not None:
+                await self._withdraw(tx, actor, active, now)
+            await tx.update_workspace(ws.id, state=WorkspaceState.DELETING, updated_at=now)
+            op = await self._enqueue(tx, actor, ws, OperationKind.DELETE)
+        self._wake()
+        return op
+
+    async def _withdraw(
+        self, tx: Transaction, actor: Actor, active: Operation, now: datetime
+    ) -> None:
+        """Cancel an operation that has not started, or refuse while one is running."""
+        if active.state in PENDING_STATES:
+            await tx.set_operation_state(
+                active.id,
+                OperationState.CANCELLED,
+                expect=PENDING_STATES,
+                now=now,
+                error="superseded by a delete",
+            )
+            await record(
+                tx, now, actor, "operation.cancelled", active.workspace_id, operation_id=active.id
+            )
+            return
+        raise Conflict(
+            f"the workspace is busy with a running {active.kind.value} operation ({active.id}); "
+            "wait for it or cancel it first",
+            code="busy",
+        )
+
+    async def power(self, actor: Actor, workspace_id: str, kind: OperationKind) -> Operation:
+        """Start, stop or reboot a workspace."""
+        allowed = POWER_ACTIONS[kind]
+        async with self._store.transaction() as tx:
+            await tx.lock(f"workspace:{workspace_id}")
+            ws = await _visible(tx, actor, workspace_id)
+            if ws.state not in allowed:
+                raise Conflict(
+                    f"cannot {kind.value} workspace {ws.name}: it is {ws.state.value}",
+                    code="wrong_state",
+                )
+            active = await tx.active_operation(ws.id)
+            if active is not None:
+                raise Conflict(
+                    f"workspace {ws.name} is busy with {active.kind.value} ({active.id})",
+                    code="busy",
+                )
+            op = await self._enqueue(tx, actor, ws, kind)
+        self._wake()
+        return op
+
+    async def extend_workspace(self, actor: Actor, workspace_id: str, hours: int) -> Workspace:
+        """Push a workspace's expiry later, within its plan's maximum."""
+        now = self._clock()
+        async with self._store.transaction() as tx:
+            ws = await _visible(tx, actor, workspace_id)
+            if ws.state not in (WorkspaceState.RUNNING, WorkspaceState.STOPPED):
+                raise Conflict(f"cannot extend workspace {ws.name}: it is {ws.state.value}")
+            plan = self.catalog.plans.get(ws.plan)
+            limit = plan.max_ttl_hours if plan else 24
+            if not 1 <= hours <= limit:
+                raise InvalidInput(f"hours must be between 1 and {limit}")
+            expires = min(
+                max(ws.expires_at or now, now) + timedelta(hours=hours),
+                now + timedelta(hours=limit),
+            )
+            updated = await tx.update_workspace(ws.id, expires_at=expires, updated_at=now)
+            await record(
+                tx, now, actor, "workspace.extended", ws.id, reason=f"until {expires.isoformat()}"
+            )
+        assert updated is not None
+        return updated
+
+    async def get_operation(self, actor: Actor, operation_id: str) -> Operation:
+        """One operation on a workspace the actor may see."""
+        async with self._store.transaction() as tx:
+            op = await tx.get_operation(operation_id)
+            if op is None:
+                raise NotFound(f"no operation {operation_id}")
+            await _visible(tx, actor, op.workspace_id, what=f"operation {operation_id}")
+            return op
+
+    async def cancel_operation(self, actor: Actor, operation_id: str) -> Operation:
+        """Cancel an operation now if it waits, or ask its worker to stop at the next step."""
+        now = self._clock()
+        async with self._store.transaction() as tx:
+            op = await tx.get_operation(operation_id)
+            if op is None:
+                raise NotFound(f"no operation {operation_id}")
+            await _visible(tx, actor, op.workspace_id, what=f"operation {operation_id}")
+            if op.state.terminal:
+                raise Conflict(f"operation {op.id} already {op.state.value}", code="not_cancelable")
+            recipe = RECIPES[op.kind]
+            if op.state == OperationState.RUNNING and not recipe.cancellable_while_running:
+                raise Conflict(
+                    f"a running {op.kind.value} cannot be cancelled", code="not_cancelable"
+                )
+            if await tx.set_operation_state(
+                op.id,
+                OperationState.CANCELLED,
+                expect=PENDING_STATES,
+                now=now,
+                error="cancelled on request",
+            ):
+                new_state = recipe.on_cancel
+                if new_state is not None:
+                    await tx.update_workspace(op.workspace_id, state=new_state, updated_at=now)
+            else:
+                await tx.request_cancel(op.id, now)
+            await record(
+                tx, now, actor, "operation.cancel_requested", op.workspace_id, operation_id=op.id
+            )
+            updated = await tx.get_operation(op.id)
+        assert updated is not None
+        return updated
+
+    async def expire_workspaces(self, actor: Actor, batch: int = 50) -> int:
+        """Start deleting every workspace past its expiry; returns how many."""
+        async with self._store.transaction() as tx:
+            expired = await tx.expired_workspaces(self._clock(), batch)
+        started = 0
+        for ws in expired:
+            try:
+                await self.delete_workspace(actor, ws.id)
+                started += 1
+            except Conflict:
+                continue
+        return started
+
+    async def readiness(self, node_timeout: float = 2.0) -> dict[str, str | None]:
+        """Health of the database and of each node: None when fine, else why not."""
+        await self._store.ping()
+        return await self._fleet.check(node_timeout)
+
+    async def counts(self) -> tuple[dict[OperationState, int], dict[WorkspaceState, int]]:
+        """Operations and workspaces per state, for metrics."""
+        async with self._store.transaction() as tx:
+            return await tx.count_operations_by_state(), await tx.count_workspaces_by_state()
+
+    async def _enqueue(
+        self,
+        tx: Transaction,
+        actor: Actor,
+        ws: Workspace,
+        kind: OperationKind,
+        *,
+        awaiting_approval: bool = False,
+    ) -> Operation:
+        """Record a new operation on `ws` for the workers, and audit it."""
+        now = self._clock()
+        op = Operation(
+            id=new_id("op"),
+            kind=kind,
+            state=OperationState.AWAITING_APPROVAL if awaiting_approval else OperationState.PENDING,
+            workspace_id=ws.id,
+            requested_by=actor.name,
+            created_at=now,
+            updated_at=now,
+        )
+        await tx.insert_operation(op)
+        await record(
+            tx,
+            now,
+            actor,
+            f"operation.{op.state.value}",
+            ws.id,
+            operation_id=op.id,
+            reason=kind.value,
+        )
+        return op
+
+
+async def _visible(
+    tx: Transaction, actor: Actor, workspace_id: str, *, what: str | None = None
+) -> Workspace:
+    """The workspace if it exists and the actor may see it; otherwise NotFound."""
+    ws = await tx.get_workspace(workspace_id)
+    if ws is None or not actor.sees(ws.owner):
+        raise NotFound(f"no {what or 'workspace ' + workspace_id}")
+    return ws
+
+
+def _owner_for(actor: Actor, requested: str | None) -> str:
+    """The owner of a new workspace: the caller, or whom an operator names."""
+    owner = requested or actor.owner_scope or actor.name
+    if not OWNER_RE.match(owner):
+        raise InvalidInput("owner may hold letters, digits and . _ @ + - (at most 255)")
+    if actor.owner_scope is not None and owner != actor.owner_scope:
+        raise PermissionDenied("you may only create workspaces for yourself")
+    return owner
+
+
+def _ttl(plan: Plan, requested: int | None) -> int:
+    """The lifetime in hours: the plan's default, or a requested one within its maximum."""
+    if requested is None:
+        return plan.ttl_hours
+    if not 1 <= requested <= plan.max_ttl_hours:
+        raise InvalidInput(
+            f"ttl_hours must be between 1 and {plan.max_ttl_hours} for plan {plan.name}"
+        )
+    return requested
+
+
+def _name(requested: str | None, owner: str) -> str:
+    """A valid workspace name: the requested one, or one made from the owner's name."""
+    if requested is not None:
+        if not NAME_RE.match(requested):
+            raise InvalidInput(
+                f"invalid name {requested!r}: use 1-40 lower-case letters, digits and '-', "
+                "starting with a letter and not ending with '-'"
+            )
+        return requested
+    stem = (
+        re.sub(r"[^a-z0-9-]+", "-", owner.split("@", maxsplit=1)[0].lower()).strip("-")[:30] or "ws"
+    )
+    if not stem[0].isalpha():
+        stem = f"ws-{stem}"[:30]
+    return f"{stem.rstrip('-')}-{secrets.token_hex(2)}"

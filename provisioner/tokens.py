@@ -1,0 +1,99 @@
+"""API tokens: created once and shown once, stored as hashes, checked on every request."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from provisioner.audit import record
+from provisioner.errors import InvalidInput, Unauthenticated
+from provisioner.ids import new_id
+from provisioner.models import Actor, ApiToken, Role
+from provisioner.ports import Store
+
+Clock = Callable[[], datetime]
+PREFIX = "prov_"
+DURATION_RE = re.compile(r"^(\d{1,5})([hdw])$")
+UNITS = {"h": 1, "d": 24, "w": 24 * 7}
+# Writing last-use on every request would turn each read into a write; a minute is precise enough.
+TOUCH_EVERY = timedelta(minutes=1)
+
+
+def hash_secret(secret: str) -> str:
+    """The stored form of a token secret (SHA-256: secrets are random, not passwords)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def parse_duration(text: str) -> timedelta:
+    """'12h', '30d' or '2w' as a timedelta."""
+    match = DURATION_RE.match(text.strip())
+    if match is None or int(match.group(1)) == 0:
+        raise InvalidInput(f"invalid duration {text!r}; write it like 12h, 30d or 2w")
+    return timedelta(hours=int(match.group(1)) * UNITS[match.group(2)])
+
+
+class Tokens:
+    """Creating and checking API tokens."""
+
+    def __init__(self, store: Store, clock: Clock) -> None:
+        self._store, self._clock = store, clock
+
+    async def create(
+        self, actor: Actor, role: Role, owner: str, expires_in: timedelta | None = None
+    ) -> tuple[ApiToken, str]:
+        """A new token and its secret; the secret is not kept and cannot be shown again."""
+        secret = PREFIX + secrets.token_urlsafe(32)
+        return await self.adopt(actor, secret, role, owner, expires_in), secret
+
+    async def adopt(
+        self,
+        actor: Actor,
+        secret: str,
+        role: Role,
+        owner: str,
+        expires_in: timedelta | None = None,
+    ) -> ApiToken:
+        """Make `secret` a valid token (no-op if it already is one)."""
+        if not owner or len(owner) > 255:
+            raise InvalidInput("owner must be 1 to 255 characters")
+        now = self._clock()
+        async with self._store.transaction() as tx:
+            existing = await tx.token_by_hash(hash_secret(secret))
+            if existing is not None:
+                return existing
+            token = ApiToken(
+                id=new_id("tok"),
+                role=role,
+                owner=owner,
+                created_at=now,
+                expires_at=now + expires_in if expires_in else None,
+            )
+            await tx.insert_token(token, hash_secret(secret))
+            await record(
+                tx, now, actor, "token.created", token.id, reason=f"{role.value} for {owner}"
+            )
+        return token
+
+    async def authenticate(self, secret: str) -> ApiToken:
+        """The live token behind `secret`, or Unauthenticated."""
+        now = self._clock()
+        async with self._store.transaction() as tx:
+            token = await tx.token_by_hash(hash_secret(secret))
+            if token is None or token.revoked_at is not None:
+                raise Unauthenticated("the token is not valid; ask an admin for a new one")
+            if token.expires_at is not None and token.expires_at <= now:
+                raise Unauthenticated("the token has expired; ask an admin for a new one")
+            if token.last_used_at is None or now - token.last_used_at > TOUCH_EVERY:
+                await tx.touch_token(token.id, now)
+        return token
+
+    async def first_admin(self, actor: Actor) -> str | None:
+        """Create an admin token if none exists at all; its secret, or None."""
+        async with self._store.transaction() as tx:
+            if await tx.count_tokens() > 0:
+                return None
+        _token, secret = await self.create(actor, Role.ADMIN, "admin")
+        return secret

@@ -1,0 +1,12 @@
+#!/bin/bash
+# Run a command in fresh mount+net+pid namespaces with tmpfs over libvirt's state dirs and /run:
+# its own libvirtd/virtlogd/dnsmasq/sshd/qemu cannot collide with anything on the host, its bridges,
+# taps and firewall rules exist only inside, and everything dies when the command exits.
+# Usage: netns-run.sh COMMAND [ARGS...]   (run bootstrap.sh / setup-host.sh packages and build-image.sh first, outside)
+set -euo pipefail
+exec unshare --mount --net --pid --fork --kill-child --mount-proc --propagation private -- bash -c '
+  for d in /run /var/lib/libvirt /var/cache/libvirt /var/log/libvirt /etc/libvirt/qemu /etc/libvirt/storage; do
+    mkdir -p "$d"; mount -t tmpfs tmpfs "$d"; done
+  ip link set lo up
+  export PROVISIONER_E2E_NETNS=1
+  exec "$@"' netns-run "$@"

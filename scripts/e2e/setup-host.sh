@@ -1,0 +1,47 @@
+#!/bin/bash
+# From-scratch host setup on Debian 12 (root, no systemd as PID 1): packages, libvirtd+virtlogd by hand,
+# an isolated libvirt network (no NAT, no ip_forward).
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+NET=${NET:-e2e-net}
+PHASE=${1:-all}   # packages (needs registry access) | daemons | all
+ts() { echo "[setup $(date +%T)] $*"; }
+if [ "$PHASE" != daemons ]; then
+PKGS=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev pkg-config gcc python3-dev python3-venv
+  qemu-system-x86 qemu-utils openssh-server openssh-client mmdebstrap dnsmasq-base iptables
+  cloud-image-utils genisoimage ansible-core busybox-static cpio bc)
+if [ "$(dpkg-query -W -f='${db:Status-Status}\n' "${PKGS[@]}" 2>/dev/null | grep -cx installed)" != "${#PKGS[@]}" ]; then
+  ts "apt"
+  apt-get update -q >/dev/null
+  apt-get install -y -q --no-install-recommends "${PKGS[@]}" >/dev/null
+fi
+ts "apt packages ok"
+fi
+[ "$PHASE" = packages ] && exit 0
+ts "libvirt daemons"
+mkdir -p /var/log/libvirt /var/run/libvirt /var/lib/libvirt /run/sshd
+# libvirt-daemon without libvirt-daemon-system: create what its postinst would (else libvirtd log:
+# "Failed to parse group 'libvirt-qemu'" -> "Driver state initialization failed")
+getent group kvm >/dev/null || groupadd -r kvm
+getent group libvirt-qemu >/dev/null || groupadd -r libvirt-qemu
+id libvirt-qemu >/dev/null 2>&1 || useradd -r -g libvirt-qemu -G kvm -d /var/lib/libvirt -s /usr/sbin/nologin libvirt-qemu
+grep -qs '^security_driver' /etc/libvirt/qemu.conf || printf 'user = "root"\ngroup = "root"\nsecurity_driver = "none"\n' >> /etc/libvirt/qemu.conf
+# in a chroot/container: qemu's private /dev (per-domain mount namespace) fails ("Failed to create PTY",
+# "Failed disable mount propagation out of the root filesystem"): LIBVIRT_NO_NAMESPACES=1 turns it off.
+# Not needed inside netns-run.sh on the CI VM (QEMU domains start with libvirt's default namespaces).
+[ "${LIBVIRT_NO_NAMESPACES:-0}" = 1 ] && ! grep -qs '^namespaces' /etc/libvirt/qemu.conf && echo 'namespaces = []' >> /etc/libvirt/qemu.conf
+pgrep -x virtlogd >/dev/null || virtlogd -d          # without it: "Failed to connect socket to '/run/libvirt/virtlogd-sock'"
+virsh -c qemu:///system version >/dev/null 2>&1 || libvirtd -d
+for _ in $(seq 1 50); do virsh -c qemu:///system version >/dev/null 2>&1 && break; sleep 0.2; done
+ts "isolated network $NET"
+if ! virsh -c qemu:///system net-info "$NET" >/dev/null 2>&1; then
+  xml=$(mktemp); trap 'rm -f "$xml"' EXIT
+  cat > "$xml" <<XML
+<network><name>$NET</name><bridge name='virbr9' stp='off' delay='0'/>
+  <ip address='10.254.9.1' netmask='255.255.255.0'><dhcp><range start='10.254.9.10' end='10.254.9.200'/></dhcp></ip>
+</network>
+XML
+  virsh -c qemu:///system net-define "$xml" >/dev/null
+fi
+virsh -c qemu:///system net-list --name | grep -x "$NET" >/dev/null || virsh -c qemu:///system net-start "$NET" >/dev/null
+ts "done"

@@ -1,0 +1,243 @@
+"""Settings from the TOML file and the environment (env wins); the only reader of either."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from provisioner.catalog import DEFAULT_IMAGES, DEFAULT_NODES, DEFAULT_PLANS
+from provisioner.errors import ConfigError
+from provisioner.models import Capacity, Image, Node, Plan
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the composition root needs to build the provisioner."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path(".provisioner")
+    database_url: str = ""
+    admin_token: str | None = None
+    nodes: tuple[Node, ...] = DEFAULT_NODES
+    plans: tuple[Plan, ...] = DEFAULT_PLANS
+    images: tuple[Image, ...] = DEFAULT_IMAGES
+    lease_seconds: float = 30.0
+    workers: int = 16
+    fault_point: str | None = None
+    log_level: str = "INFO"
+
+    @property
+    def url(self) -> str:
+        """Where `serve` listens, as a base URL for clients."""
+        return f"http://{self.host}:{self.port}"
+
+
+def load(config_path: str | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from `config_path` (or PROVISIONER_CONFIG) overlaid with the environment."""
+    env = os.environ if environ is None else environ
+    path = config_path or env.get("PROVISIONER_CONFIG")
+    config = _read_file(Path(path), "PROVISIONER_CONFIG") if path else {}
+
+    def pick(name: str, key: str, default: Any) -> Any:
+        return env.get(name, config.get(key, default))
+
+    data_dir = Path(pick("PROVISIONER_DATA_DIR", "data_dir", ".provisioner"))
+    nodes_file = env.get("PROVISIONER_NODES", config.get("nodes_file"))
+    node_entries = _read_file(Path(nodes_file), "PROVISIONER_NODES") if nodes_file else config
+    return Settings(
+        host=str(pick("PROVISIONER_HOST", "host", "127.0.0.1")),
+        port=_number(pick("PROVISIONER_PORT", "port", 8080), "PROVISIONER_PORT", 1, 65535),
+        data_dir=data_dir,
+        database_url=str(
+            pick("PROVISIONER_DATABASE_URL", "database_url", "")
+            or f"sqlite+aiosqlite:///{data_dir.resolve() / 'provisioner.db'}"
+        ),
+        admin_token=env.get("PROVISIONER_ADMIN_TOKEN") or env.get("API_TOKEN") or None,
+        nodes=_nodes(node_entries.get("nodes"), env),
+        plans=_section(config.get("plans"), "plans", _plan) or DEFAULT_PLANS,
+        images=_section(config.get("images"), "images", _image) or DEFAULT_IMAGES,
+        lease_seconds=float(
+            _number(
+                pick("PROVISIONER_LEASE_SECONDS", "lease_seconds", 30), "lease_seconds", 1, 3600
+            )
+        ),
+        workers=_number(pick("PROVISIONER_WORKERS", "workers", 16), "PROVISIONER_WORKERS", 1, 512),
+        fault_point=env.get("PROVISIONER_FAULT_POINT") or None,
+        log_level=str(pick("PROVISIONER_LOG_LEVEL", "log_level", "INFO")).upper(),
+    )
+
+
+def _read_file(path: Path, setting: str) -> dict[str, Any]:
+    """A TOML or JSON file as a dict, or ConfigError naming the setting."""
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"{setting}: cannot read {path}: {error.strerror}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(
+            f"{setting}: {path} is not valid {path.suffix[1:] or 'TOML'}: {error}"
+        ) from None
+    if isinstance(data, list):
+        data = {"nodes": data}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{setting}: {path} must hold a table of settings")
+    return data
+
+
+def _number(value: Any, setting: str, low: int, high: int) -> int:
+    """An integer setting within bounds."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{setting} must be a whole number, got {value!r}") from None
+    if not low <= number <= high:
+        raise ConfigError(f"{setting} must be between {low} and {high}, got {number}")
+    return number
+
+
+def _section(raw: Any, name: str, build: Any) -> tuple[Any, ...]:
+    """Build one item per `[name.ITEM]` table."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[{name}] must be a table of tables, like [{name}.small]")
+    return tuple(build(key, _table(value, f"{name}.{key}")) for key, value in raw.items())
+
+
+def _table(value: Any, where: str) -> dict[str, Any]:
+    """`value` if it is a table, else ConfigError."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"[{where}] must be a table")
+    return value
+
+
+def _plan(name: str, raw: dict[str, Any]) -> Plan:
+    """A plan from its table."""
+    where = f"plans.{name}"
+    _known(
+        raw,
+        where,
+        {"vcpus", "memory_mib", "disk_gib", "ttl_hours", "max_ttl_hours", "requires_approval"},
+    )
+    return Plan(
+        name=name,
+        vcpus=_number(raw.get("vcpus"), f"{where}.vcpus", 1, 256),
+        memory_mib=_number(raw.get("memory_mib"), f"{where}.memory_mib", 128, 4 << 20),
+        disk_gib=_number(raw.get("disk_gib"), f"{where}.disk_gib", 1, 65536),
+        ttl_hours=_number(raw.get("ttl_hours", 72), f"{where}.ttl_hours", 1, 87600),
+        max_ttl_hours=_number(raw.get("max_ttl_hours", 720), f"{where}.max_ttl_hours", 1, 87600),
+        requires_approval=bool(raw.get("requires_approval", False)),
+    )
+
+
+def _image(name: str, raw: dict[str, Any]) -> Image:
+    """An image from its table."""
+    where = f"images.{name}"
+    _known(raw, where, {"base_volume", "os", "kernel", "initrd", "cmdline"})
+    if not isinstance(raw.get("base_volume"), str):
+        raise ConfigError(f"{where}.base_volume is required (the base volume's name in the pool)")
+    return Image(
+        name=name,
+        base_volume=raw["base_volume"],
+        os=str(raw.get("os", "linux")),
+        kernel=raw.get("kernel"),
+        initrd=raw.get("initrd"),
+        cmdline=raw.get("cmdline"),
+    )
+
+
+NODE_KEYS = {
+    "name",
+    "ssh_host",
+    "ssh_port",
+    "ssh_user",
+    "ssh_key",
+    "host_key",
+    "libvirt_uri",
+    "pool",
+    "network",
+    "capacity",
+}
+
+
+def _nodes(raw: Any, env: Mapping[str, str]) -> tuple[Node, ...]:
+    """Nodes from the config or nodes file, or the single compatibility node, or the default."""
+    if env.get("SSH_HOST"):
+        return (_compat_node(env),)
+    if raw is None:
+        return DEFAULT_NODES
+    entries = (
+        [{"name": k, **_table(v, f"nodes.{k}")} for k, v in raw.items()]
+        if isinstance(raw, dict)
+        else raw
+    )
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError("nodes must be a non-empty list of node entries")
+    nodes = tuple(_node(_table(entry, "nodes[]")) for entry in entries)
+    if len({n.name for n in nodes}) != len(nodes):
+        raise ConfigError("nodes: two nodes share a name")
+    return nodes
+
+
+def _node(raw: dict[str, Any]) -> Node:
+    """A node from its entry."""
+    name = raw.get("name")
+    if not isinstance(name, str) or not name:
+        raise ConfigError("every node entry needs a name")
+    where = f"nodes.{name}"
+    _known(raw, where, NODE_KEYS)
+    cap = _table(raw.get("capacity", {}), f"{where}.capacity")
+    return Node(
+        name=name,
+        libvirt_uri=str(raw.get("libvirt_uri", "qemu:///system")),
+        ssh_host=raw.get("ssh_host"),
+        ssh_port=_number(raw.get("ssh_port", 2222), f"{where}.ssh_port", 1, 65535),
+        ssh_user=str(raw.get("ssh_user", "root")),
+        ssh_key=raw.get("ssh_key"),
+        host_key=raw.get("host_key"),
+        pool=str(raw.get("pool", "default")),
+        network=str(raw.get("network", "default")),
+        capacity=Capacity(
+            _number(cap.get("vcpus", 64), f"{where}.capacity.vcpus", 1, 4096),
+            _number(cap.get("memory_mib", 262144), f"{where}.capacity.memory_mib", 128, 1 << 30),
+            _number(cap.get("disk_gib", 4096), f"{where}.capacity.disk_gib", 1, 1 << 20),
+        ),
+    )
+
+
+def _compat_node(env: Mapping[str, str]) -> Node:
+    """The one node of a GlueOps-style deployment (SSH_HOST, SSH_PORT, SSH_USER, key)."""
+    key = env.get("SSH_PRIVATE_KEY_ED25519_BASE64_ENCODED")
+    if key:
+        try:
+            base64.b64decode(key, validate=True)
+        except binascii.Error:
+            raise ConfigError(
+                "SSH_PRIVATE_KEY_ED25519_BASE64_ENCODED is not valid base64"
+            ) from None
+    return Node(
+        name="node-1",
+        ssh_host=env["SSH_HOST"],
+        ssh_port=_number(env.get("SSH_PORT", 2222), "SSH_PORT", 1, 65535),
+        ssh_user=env.get("SSH_USER", "root"),
+        ssh_key="env:SSH_PRIVATE_KEY_ED25519_BASE64_ENCODED" if key else None,
+    )
+
+
+def _known(raw: dict[str, Any], where: str, allowed: set[str]) -> None:
+    """ConfigError for keys that are not settings (usually typos)."""
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"[{where}] has unknown key {unknown[0]!r}; known: {', '.join(sorted(allowed))}"
+        )
