@@ -100,7 +100,7 @@ async def built(settings: Settings) -> AsyncIterator[System]:
 async def serve(settings: Settings) -> None:
     """Run the API, the workers and the scheduler until SIGTERM or SIGINT, then drain."""
     async with built(settings) as system:
-        await _ensure_admin(system)
+        await ensure_admin(system)
         scheduler = AsyncIOScheduler(timezone="UTC")
         scheduler.add_job(
             system.core.expire_workspaces,
@@ -134,7 +134,7 @@ async def _until_signalled() -> None:
     await stop.wait()
 
 
-async def _ensure_admin(system: System) -> None:
+async def ensure_admin(system: System) -> None:
     """Adopt the configured admin token, or print a new one at first start."""
     if system.settings.admin_token:
         await system.tokens.adopt(SYSTEM_ACTOR, system.settings.admin_token, Role.ADMIN, "admin")

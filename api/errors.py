@@ -25,6 +25,7 @@ from provisioner.metrics import Metrics
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 METRICS_KEY = web.AppKey("metrics", Metrics)
+REQUEST_ID = web.RequestKey("request_id", str)
 
 STATUS: tuple[tuple[type[ProvisionerError], int], ...] = (
     (InvalidInput, 422),
@@ -72,7 +73,7 @@ def _status_of(error: ProvisionerError) -> int:
 async def error_boundary(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Translate errors to JSON, tag the request with an id, and count it."""
     request_id = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(8)
-    request["request_id"] = request_id
+    request[REQUEST_ID] = request_id
     started = time.perf_counter()
     try:
         response = await handler(request)

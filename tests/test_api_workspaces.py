@@ -1,0 +1,63 @@
+"""The workspace slice end to end through the real HTTP app, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import libvirt
+from aiohttp.test_utils import TestClient
+
+from main import System
+
+Client = TestClient[object, object]
+
+
+async def wait_operation(client: Client, headers: dict[str, str], op_id: str) -> dict[str, Any]:
+    """Poll an operation until it ends."""
+    for _ in range(200):
+        resp = await client.get(f"/v1/operations/{op_id}", headers=headers)
+        op: dict[str, Any] = await resp.json()
+        if op["state"] in ("succeeded", "failed", "cancelled"):
+            return op
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"operation {op_id} did not end: {op}")
+
+
+def driver_domain(name: str) -> Any:
+    """The domain `name` in the in-process test driver, or None."""
+    conn = libvirt.open("test:///default")
+    try:
+        return conn.lookupByName(name)
+    except libvirt.libvirtError:
+        return None
+
+
+async def test_create_defines_and_starts_a_domain_then_delete_removes_it(
+    client: Client, admin_headers: dict[str, str], system: System
+) -> None:
+    resp = await client.post(
+        "/v1/workspaces", json={"plan": "medium", "image": "debian-12", "name": "alpha"},
+        headers=admin_headers,
+    )
+    assert resp.status == 202
+    body = await resp.json()
+    ws, op = body["workspace"], body["operation"]
+    assert ws["state"] == "provisioning" and op["kind"] == "create"
+    done = await wait_operation(client, admin_headers, op["id"])
+    assert done["state"] == "succeeded", done
+    assert [s["name"] for s in done["steps"]] == ["define_domain", "start_domain"]
+    domain = driver_domain(ws["domain"])
+    assert domain is not None and domain.isActive()
+    assert domain.maxMemory() == 4096 * 1024 and domain.info()[3] == 2
+    assert ws["id"] in domain.XMLDesc()
+    got = await (await client.get(f"/v1/workspaces/{ws['id']}", headers=admin_headers)).json()
+    assert got["state"] == "running"
+
+    resp = await client.delete(f"/v1/workspaces/{ws['id']}", headers=admin_headers)
+    assert resp.status == 202
+    deleted = await wait_operation(client, admin_headers, (await resp.json())["id"])
+    assert deleted["state"] == "succeeded"
+    assert driver_domain(ws["domain"]) is None
+    got = await (await client.get(f"/v1/workspaces/{ws['id']}", headers=admin_headers)).json()
+    assert got["state"] == "deleted"
