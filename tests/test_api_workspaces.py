@@ -37,7 +37,8 @@ async def test_create_defines_and_starts_a_domain_then_delete_removes_it(
     client: Client, admin_headers: dict[str, str], system: System
 ) -> None:
     resp = await client.post(
-        "/v1/workspaces", json={"plan": "medium", "image": "debian-12", "name": "alpha"},
+        "/v1/workspaces",
+        json={"plan": "medium", "image": "debian-12", "name": "alpha"},
         headers=admin_headers,
     )
     assert resp.status == 202
