@@ -219,9 +219,12 @@ def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     try:
         settings = settings_module.load(args.config)
+        # Only the server logs at the configured level; CLI commands print what matters.
         logging.basicConfig(
-            level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+            level=settings.log_level if args.command == "serve" else logging.WARNING,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
         if args.command == "serve":
             asyncio.run(serve(settings))
         elif args.command == "workspace":
