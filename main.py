@@ -22,6 +22,7 @@ import settings as settings_module
 from api.app import build_app
 from provisioner.adapters.libvirt import LibvirtHypervisor
 from provisioner.adapters.store.engine import SqlStore
+from provisioner.approvals import Approvals
 from provisioner.catalog import Catalog
 from provisioner.errors import ConfigError, ProvisionerError
 from provisioner.fleet import Fleet
@@ -63,6 +64,7 @@ class System:
     metrics: Metrics
     runner: OperationRunner
     core: Provisioner
+    approvals: Approvals
     tokens: Tokens
 
 
@@ -91,7 +93,8 @@ async def built(settings: Settings) -> AsyncIterator[System]:
             fault_point=settings.fault_point,
         )
         core = Provisioner(store, catalog, fleet, now, runner.wake)
-        yield System(settings, store, fleet, metrics, runner, core, Tokens(store, now))
+        approvals = Approvals(store, now, runner.wake)
+        yield System(settings, store, fleet, metrics, runner, core, approvals, Tokens(store, now))
     finally:
         await fleet.close()
         await store.close()
@@ -110,7 +113,9 @@ async def serve(settings: Settings) -> None:
             max_instances=1,
             coalesce=True,
         )
-        web_runner = web.AppRunner(build_app(system.core, system.tokens, system.metrics))
+        web_runner = web.AppRunner(
+            build_app(system.core, system.approvals, system.tokens, system.metrics)
+        )
         await web_runner.setup()
         site = web.TCPSite(web_runner, settings.host, settings.port)
         await site.start()

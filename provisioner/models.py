@@ -72,6 +72,15 @@ class Role(StrEnum):
     VIEWER = "viewer"
 
 
+class ApprovalState(StrEnum):
+    """Whether an operator has decided on a request."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+    WITHDRAWN = "withdrawn"
+
+
 class DomainState(StrEnum):
     """Power state of a libvirt domain, reduced to what the core acts on."""
 
@@ -229,6 +238,20 @@ class Claim:
     operation: Operation
     worker: str
     fence: int
+
+
+@dataclass(frozen=True)
+class Approval:
+    """A request waiting for, or having had, an operator's decision."""
+
+    id: str
+    operation_id: str
+    requested_by: str
+    state: ApprovalState
+    created_at: datetime
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ from typing import Any, Protocol
 
 from provisioner.models import (
     ApiToken,
+    Approval,
+    ApprovalState,
     AuditEvent,
     Capacity,
     Claim,
@@ -195,6 +197,30 @@ class Transaction(Protocol):
 
     async def count_operations_by_state(self) -> dict[OperationState, int]:
         """How many operations are in each state."""
+        ...
+
+    async def insert_approval(self, approval: Approval) -> None:
+        """Store a new pending approval."""
+        ...
+
+    async def get_approval(self, approval_id: str) -> Approval | None:
+        """The approval with this id."""
+        ...
+
+    async def list_approvals(
+        self, *, state: ApprovalState | None, after: str | None, limit: int
+    ) -> list[Approval]:
+        """Approvals in creation order, after the id `after`."""
+        ...
+
+    async def decide_approval(
+        self, approval_id: str, state: ApprovalState, by: str, reason: str | None, now: datetime
+    ) -> bool:
+        """Record a decision if none was made yet; False if one already was."""
+        ...
+
+    async def withdraw_approvals(self, operation_id: str, now: datetime) -> None:
+        """Close the pending approvals of an operation that no longer waits."""
         ...
 
     async def insert_token(self, token: ApiToken, secret_hash: str) -> None:

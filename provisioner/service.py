@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from provisioner.approvals import request_approval
 from provisioner.audit import record
 from provisioner.catalog import Catalog
 from provisioner.errors import Conflict, InvalidInput, NotFound, PermissionDenied, UnknownReference
@@ -123,6 +124,8 @@ class Provisioner:
             )
             await tx.insert_workspace(ws, size)
             op = await self._enqueue(tx, actor, ws, OperationKind.CREATE, awaiting_approval=gated)
+            if gated:
+                await request_approval(tx, actor, op, now)
             await record(
                 tx, now, actor, "workspace.requested", ws.id, operation_id=op.id, reason=plan.name
             )
@@ -215,6 +218,7 @@ class Provisioner:
                 now=now,
                 error="superseded by a delete",
             )
+            await tx.withdraw_approvals(active.id, now)
             await record(
                 tx, now, actor, "operation.cancelled", active.workspace_id, operation_id=active.id
             )
@@ -299,6 +303,7 @@ class Provisioner:
                 now=now,
                 error="cancelled on request",
             ):
+                await tx.withdraw_approvals(op.id, now)
                 new_state = recipe.on_cancel
                 if new_state is not None:
                     await tx.update_workspace(op.workspace_id, state=new_state, updated_at=now)

@@ -83,7 +83,7 @@ async def system(settings: Settings) -> AsyncIterator[System]:
 @pytest.fixture
 async def client(system: System) -> AsyncIterator[TestClient[object, object]]:
     """An HTTP client of the real aiohttp app, with the admin token set."""
-    app = build_app(system.core, system.tokens, system.metrics)
+    app = build_app(system.core, system.approvals, system.tokens, system.metrics)
     async with TestClient(TestServer(app)) as test_client:
         yield test_client
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from provisioner.adapters.store.access_queries import AccessQueries
+from provisioner.adapters.store.approval_queries import ApprovalQueries
 from provisioner.adapters.store.operation_queries import OperationQueries
 from provisioner.adapters.store.workspace_queries import WorkspaceQueries
 
 
-class SqlTransaction(WorkspaceQueries, OperationQueries, AccessQueries):
+class SqlTransaction(WorkspaceQueries, OperationQueries, ApprovalQueries, AccessQueries):
     """All queries, bound to one open connection inside a transaction."""
