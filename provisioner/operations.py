@@ -93,6 +93,8 @@ class OperationRunner:
     async def _claim_loop(self) -> None:
         """Claim while there is room, otherwise wait for a wake-up or the poll interval."""
         while not self._stopping:
+            # Cleared before claiming, so a wake-up during the claim is not lost.
+            self._wake.clear()
             room = self._concurrency - len(self._tasks)
             claims: list[Claim] = []
             if room > 0:
@@ -100,12 +102,13 @@ class OperationRunner:
                     claims = await self._claim(room)
                 except InfrastructureError as error:
                     log.warning("claiming operations failed: %s", error.message)
+                except Exception:
+                    log.exception("claiming operations failed unexpectedly")
             for claim in claims:
                 self._spawn(claim)
             if len(claims) < room or room <= 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._poll)
-                self._wake.clear()
 
     async def _claim(self, limit: int) -> list[Claim]:
         """Lease up to `limit` operations and audit each claim."""
