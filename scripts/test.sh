@@ -17,6 +17,7 @@ scripts/bootstrap.sh
 step "ruff check" .venv/bin/ruff check .
 step "ruff format" .venv/bin/ruff format --check .
 step mypy .venv/bin/mypy
+step hadolint .venv/bin/hadolint Dockerfile
 
 section "postgresql"
 PGBIN=/usr/lib/postgresql/15/bin
