@@ -62,9 +62,13 @@ class Serve:
 
 @contextlib.contextmanager
 def serve(
-    database_url: str | None, *, workers: int | None = None, log_level: str | None = None
+    database_url: str | None,
+    *,
+    workers: int | None = None,
+    log_level: str | None = None,
+    command: list[str] | None = None,
 ) -> Iterator[Serve]:
-    """Start `provisioner serve` on a fresh database; stop it and remove every trace after."""
+    """Start `provisioner serve` (or `command`) on a fresh database; stop it, clean up after."""
     with contextlib.ExitStack() as stack:
         tmp = Path(tempfile.mkdtemp(prefix="provisioner-bench-"))
         stack.callback(shutil.rmtree, tmp, ignore_errors=True)
@@ -94,7 +98,7 @@ def serve(
         log_path = tmp / "serve.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                [_console_script(), "serve"],
+                command or [_console_script(), "serve"],
                 cwd=tmp,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -150,7 +154,11 @@ def _fresh_postgres(base_url: str) -> str:
     if base.drivername != "postgresql+asyncpg":
         raise SystemExit("bench: --database-url must be a postgresql+asyncpg:// URL")
     name = f"bench_{secrets.token_hex(6)}"
-    asyncio.run(_admin(base_url, f'CREATE DATABASE "{name}"'))
+    try:
+        asyncio.run(_admin(base_url, f'CREATE DATABASE "{name}"'))
+    except (OSError, sa.exc.SQLAlchemyError) as error:
+        shown = base.render_as_string()  # password masked
+        raise SystemExit(f"bench: cannot create a database on {shown}: {error}") from None
     return base.set(database=name).render_as_string(hide_password=False)
 
 

@@ -193,6 +193,7 @@ class OperationRunner:
             return await self._finish(claim, OperationState.FAILED, error.message)
         try:
             if op.attempts > self._max_attempts:
+                await self._mark_interrupted(claim)
                 raise InfrastructureError(f"interrupted {op.attempts - 1} times; giving up")
             done = {s.name for s in op.steps if s.state == StepState.SUCCEEDED}
             for step in recipe.steps:
@@ -266,6 +267,15 @@ class OperationRunner:
         await self._record(
             claim, Step(step.name, StepState.SUCCEEDED, started, self._clock(), detail)
         )
+
+    async def _mark_interrupted(self, claim: Claim) -> None:
+        """Close the steps a killed worker left running, so none stays running forever."""
+        for step in claim.operation.steps:
+            if step.state == StepState.RUNNING:
+                interrupted = Step(
+                    step.name, StepState.FAILED, step.started_at, self._clock(), "interrupted"
+                )
+                await self._record(claim, interrupted)
 
     async def _compensate(self, claim: Claim, recipe: Recipe, ctx: StepContext) -> None:
         """Undo what a failed or cancelled operation left behind; each undo is idempotent."""

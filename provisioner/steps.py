@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from provisioner.errors import HypervisorError
+from provisioner.errors import Conflict
 from provisioner.models import (
     DomainState,
     Image,
@@ -71,8 +71,9 @@ async def define_domain(ctx: StepContext) -> str:
     found = await ctx.hypervisor.lookup(ws.domain_name)
     if found is not None:
         if found.workspace_id != ws.id:
-            raise HypervisorError(
-                f"node {ws.node} already has a domain named {ws.domain_name} that is not ours"
+            raise Conflict(
+                f"node {ws.node} already has a domain named {ws.domain_name} that is not ours",
+                code="domain_not_ours",
             )
         return "already defined"
     spec = DomainSpec(ws.domain_name, ws.id, ws.owner, ctx.vcpus, ctx.memory_mib, ctx.image)
@@ -84,7 +85,9 @@ async def start_domain(ctx: StepContext) -> str:
     """Power the domain on unless it runs already."""
     found = await ctx.hypervisor.lookup(ctx.workspace.domain_name)
     if found is None:
-        raise HypervisorError(f"domain {ctx.workspace.domain_name} is missing on its node")
+        raise Conflict(
+            f"domain {ctx.workspace.domain_name} is missing on its node", code="domain_missing"
+        )
     if found.state == DomainState.RUNNING:
         return "already running"
     await ctx.hypervisor.start(found.name)

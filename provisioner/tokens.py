@@ -45,7 +45,7 @@ class Tokens:
         self, actor: Actor, role: Role, owner: str, expires_in: timedelta | None = None
     ) -> tuple[ApiToken, str]:
         """A new token and its secret; the secret is not kept and cannot be shown again."""
-        secret = PREFIX + secrets.token_urlsafe(32)
+        secret = _new_secret()
         return await self.adopt(actor, secret, role, owner, expires_in), secret
 
     async def adopt(
@@ -61,6 +61,8 @@ class Tokens:
             raise InvalidInput("owner must be 1 to 255 characters")
         now = self._clock()
         async with self._store.transaction() as tx:
+            # Serialised: processes starting together may adopt the same configured secret.
+            await tx.lock("tokens")
             existing = await tx.token_by_hash(hash_secret(secret))
             if existing is not None:
                 return existing
@@ -92,8 +94,19 @@ class Tokens:
 
     async def first_admin(self, actor: Actor) -> str | None:
         """Create an admin token if none exists at all; its secret, or None."""
+        now = self._clock()
+        secret = _new_secret()
         async with self._store.transaction() as tx:
+            # Under the lock, so two first starts cannot both mint an admin token.
+            await tx.lock("tokens")
             if await tx.count_tokens() > 0:
                 return None
-        _token, secret = await self.create(actor, Role.ADMIN, "admin")
+            token = ApiToken(id=new_id("tok"), role=Role.ADMIN, owner="admin", created_at=now)
+            await tx.insert_token(token, hash_secret(secret))
+            await record(tx, now, actor, "token.created", token.id, reason="first admin")
         return secret
+
+
+def _new_secret() -> str:
+    """A fresh token secret: 256 random bits, recognisable by its prefix."""
+    return PREFIX + secrets.token_urlsafe(32)

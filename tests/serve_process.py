@@ -10,7 +10,7 @@ import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, IO
+from typing import IO, Any
 
 import httpx
 
@@ -146,6 +146,23 @@ class ServeGroup:
         """Kill and release every child."""
         for serve in self.started:
             await serve.aclose()
+
+
+async def create_workspace(serve: ServeProcess, name: str) -> tuple[dict[str, Any], str]:
+    """POST a small workspace through `serve`; its JSON and the id of its create operation."""
+    resp = await serve.client.post(
+        "/v1/workspaces", json={"plan": "small", "image": "debian-12", "name": name}
+    )
+    assert resp.status_code == 202, resp.text
+    body = resp.json()
+    return body["workspace"], body["operation"]["id"]
+
+
+async def delete_workspace(serve: ServeProcess, workspace_id: str) -> str:
+    """DELETE a workspace through `serve`; the id of its delete operation."""
+    resp = await serve.client.delete(f"/v1/workspaces/{workspace_id}")
+    assert resp.status_code == 202, resp.text
+    return str(resp.json()["id"])
 
 
 async def wait_operation(

@@ -131,6 +131,8 @@ class AccessQueries(QueriesBase):
         self, node_list: Sequence[Node], plan_list: Sequence[Plan], image_list: Sequence[Image]
     ) -> None:
         """Replace the stored catalog with the configured one."""
+        # Serialised: processes starting together would otherwise insert the same rows.
+        await self.lock("catalog")
         for table, rows in (
             (nodes, [_node_values(n) for n in node_list]),
             (plans, [asdict(p) for p in plan_list]),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -32,6 +34,8 @@ class SqlStore:
         """Connect, apply pending migrations, and return a ready store."""
         store = cls(_create_engine(url))
         try:
+            if store._engine.dialect.name == "sqlite":
+                await _enable_wal(store._engine)
             async with store._engine.begin() as conn:
                 await _migrate(conn)
         except (exc.DBAPIError, OSError) as error:
@@ -39,7 +43,7 @@ class SqlStore:
             raise InfrastructureError(
                 f"cannot open the database ({type(error).__name__}); "
                 "check PROVISIONER_DATABASE_URL and that the server is up"
-            ) from None
+            ) from error
         return store
 
     @asynccontextmanager
@@ -89,7 +93,6 @@ def _sqlite_engine(url: str) -> AsyncEngine:
         # Let SQLAlchemy, not pysqlite, decide when transactions begin.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
@@ -100,6 +103,25 @@ def _sqlite_engine(url: str) -> AsyncEngine:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+async def _enable_wal(engine: AsyncEngine) -> None:
+    """Switch the file to WAL once (it sticks); retry while another process holds a lock.
+
+    Changing the journal mode needs an exclusive lock and SQLite answers "locked" at once
+    instead of waiting, so processes starting together on a new file must take turns.
+    """
+    for attempt in range(100):
+        async with engine.connect() as conn:
+            raw = (await conn.get_raw_connection()).driver_connection
+            assert raw is not None
+            try:
+                await raw.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError:
+                if attempt == 99:
+                    raise
+        await asyncio.sleep(0.05)
 
 
 async def _migrate(conn: AsyncConnection) -> None:
