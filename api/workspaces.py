@@ -13,7 +13,8 @@ from api.auth import authorize
 from api.body import Field, read_json
 from provisioner.errors import InvalidInput
 from provisioner.models import OperationKind, WorkspaceState
-from provisioner.service import CreateRequest, Idempotency, Provisioner
+from provisioner.requests import CreateRequest, Idempotency
+from provisioner.service import Provisioner
 
 PROVISIONER_KEY = web.AppKey("provisioner", Provisioner)
 routes = web.RouteTableDef()

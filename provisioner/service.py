@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import re
-import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from provisioner.approvals import request_approval
 from provisioner.audit import record
 from provisioner.catalog import Catalog
-from provisioner.errors import Conflict, InvalidInput, NotFound, PermissionDenied, UnknownReference
+from provisioner.errors import Conflict, InvalidInput, NotFound, UnknownReference
 from provisioner.fleet import Fleet
 from provisioner.ids import new_id
 from provisioner.models import (
@@ -21,16 +18,14 @@ from provisioner.models import (
     OperationKind,
     OperationState,
     Page,
-    Plan,
     Workspace,
     WorkspaceState,
 )
 from provisioner.ports import Store, Transaction
+from provisioner.requests import CreateRequest, Idempotency, owner_for, ttl_hours, workspace_name
 from provisioner.steps import RECIPES
 
 Clock = Callable[[], datetime]
-NAME_RE = re.compile(r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")
-OWNER_RE = re.compile(r"^[A-Za-z0-9._@+-]{1,255}$")
 MAX_PAGE = 200
 PENDING_STATES = frozenset({OperationState.PENDING, OperationState.AWAITING_APPROVAL})
 # Which workspace states each power action starts from.
@@ -51,26 +46,6 @@ DELETABLE = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class CreateRequest:
-    """What a caller asks for when creating a workspace."""
-
-    plan: str
-    image: str
-    name: str | None = None
-    owner: str | None = None
-    ttl_hours: int | None = None
-    playbooks: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Idempotency:
-    """A caller's idempotency key and the hash of the request it came with."""
-
-    key: str
-    request_hash: str
-
-
 class Provisioner:
     """The core's use cases over the store, the catalog and the fleet."""
 
@@ -89,15 +64,15 @@ class Provisioner:
         self, actor: Actor, request: CreateRequest, idempotency: Idempotency | None = None
     ) -> tuple[Workspace, Operation]:
         """Validate, place and record a new workspace and its create operation."""
-        owner = _owner_for(actor, request.owner)
+        owner = owner_for(actor, request.owner)
         plan = self.catalog.plan(request.plan)
         image = self.catalog.image(request.image)
-        ttl = _ttl(plan, request.ttl_hours)
+        ttl = ttl_hours(plan, request.ttl_hours)
         if request.playbooks:
             raise UnknownReference(
                 f"unknown playbook {request.playbooks[0]!r}; none are configured"
             )
-        name = _name(request.name, owner)
+        name = workspace_name(request.name, owner)
         size = Capacity(plan.vcpus, plan.memory_mib, plan.disk_gib)
         now = self._clock()
         async with self._store.transaction() as tx:
@@ -380,41 +355,3 @@ async def _visible(
     if ws is None or not actor.sees(ws.owner):
         raise NotFound(f"no {what or 'workspace ' + workspace_id}")
     return ws
-
-
-def _owner_for(actor: Actor, requested: str | None) -> str:
-    """The owner of a new workspace: the caller, or whom an operator names."""
-    owner = requested or actor.owner_scope or actor.name
-    if not OWNER_RE.match(owner):
-        raise InvalidInput("owner may hold letters, digits and . _ @ + - (at most 255)")
-    if actor.owner_scope is not None and owner != actor.owner_scope:
-        raise PermissionDenied("you may only create workspaces for yourself")
-    return owner
-
-
-def _ttl(plan: Plan, requested: int | None) -> int:
-    """The lifetime in hours: the plan's default, or a requested one within its maximum."""
-    if requested is None:
-        return plan.ttl_hours
-    if not 1 <= requested <= plan.max_ttl_hours:
-        raise InvalidInput(
-            f"ttl_hours must be between 1 and {plan.max_ttl_hours} for plan {plan.name}"
-        )
-    return requested
-
-
-def _name(requested: str | None, owner: str) -> str:
-    """A valid workspace name: the requested one, or one made from the owner's name."""
-    if requested is not None:
-        if not NAME_RE.match(requested):
-            raise InvalidInput(
-                f"invalid name {requested!r}: use 1-40 lower-case letters, digits and '-', "
-                "starting with a letter and not ending with '-'"
-            )
-        return requested
-    stem = (
-        re.sub(r"[^a-z0-9-]+", "-", owner.split("@", maxsplit=1)[0].lower()).strip("-")[:30] or "ws"
-    )
-    if not stem[0].isalpha():
-        stem = f"ws-{stem}"[:30]
-    return f"{stem.rstrip('-')}-{secrets.token_hex(2)}"

@@ -22,7 +22,7 @@ from provisioner.models import (
     StepState,
     WorkspaceState,
 )
-from provisioner.service import CreateRequest
+from provisioner.requests import CreateRequest
 from provisioner.steps import RECIPES, StepDef
 from settings import Settings
 

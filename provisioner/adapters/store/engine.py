@@ -78,7 +78,9 @@ def _create_engine(url: str) -> AsyncEngine:
     if parsed.drivername == "sqlite+aiosqlite":
         return _sqlite_engine(url)
     if parsed.drivername == "postgresql+asyncpg":
-        return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+        # No pre-ping: it costs a round trip per transaction; a dropped connection fails one
+        # transaction (InfrastructureError, 503) and the pool replaces it.
+        return create_async_engine(url, pool_size=10, max_overflow=20, pool_recycle=1800)
     raise ConfigError(
         "PROVISIONER_DATABASE_URL must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
     )

@@ -66,9 +66,9 @@ class WorkspaceQueries(QueriesBase):
             "updated_at": workspace.updated_at,
             "expires_at": workspace.expires_at,
         }
+        # No savepoint: a name clash aborts the whole create, so the transaction may fail too.
         try:
-            async with self.conn.begin_nested():
-                await self.conn.execute(workspaces.insert().values(**values))
+            await self.conn.execute(workspaces.insert().values(**values))
         except exc.IntegrityError:
             raise Conflict(
                 f"a workspace named {workspace.name!r} already exists; pick another name",

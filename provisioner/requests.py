@@ -1,0 +1,71 @@
+"""What callers ask of the core, and the rules a request must meet before anything is stored."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+
+from provisioner.errors import InvalidInput, PermissionDenied
+from provisioner.models import Actor, Plan
+
+NAME_RE = re.compile(r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")
+OWNER_RE = re.compile(r"^[A-Za-z0-9._@+-]{1,255}$")
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    """What a caller asks for when creating a workspace."""
+
+    plan: str
+    image: str
+    name: str | None = None
+    owner: str | None = None
+    ttl_hours: int | None = None
+    playbooks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """A caller's idempotency key and the hash of the request it came with."""
+
+    key: str
+    request_hash: str
+
+
+def owner_for(actor: Actor, requested: str | None) -> str:
+    """The owner of a new workspace: the caller, or whom an operator names."""
+    owner = requested or actor.owner_scope or actor.name
+    if not OWNER_RE.match(owner):
+        raise InvalidInput("owner may hold letters, digits and . _ @ + - (at most 255)")
+    if actor.owner_scope is not None and owner != actor.owner_scope:
+        raise PermissionDenied("you may only create workspaces for yourself")
+    return owner
+
+
+def ttl_hours(plan: Plan, requested: int | None) -> int:
+    """The lifetime in hours: the plan's default, or a requested one within its maximum."""
+    if requested is None:
+        return plan.ttl_hours
+    if not 1 <= requested <= plan.max_ttl_hours:
+        raise InvalidInput(
+            f"ttl_hours must be between 1 and {plan.max_ttl_hours} for plan {plan.name}"
+        )
+    return requested
+
+
+def workspace_name(requested: str | None, owner: str) -> str:
+    """A valid workspace name: the requested one, or one made from the owner's name."""
+    if requested is not None:
+        if not NAME_RE.match(requested):
+            raise InvalidInput(
+                f"invalid name {requested!r}: use 1-40 lower-case letters, digits and '-', "
+                "starting with a letter and not ending with '-'"
+            )
+        return requested
+    stem = (
+        re.sub(r"[^a-z0-9-]+", "-", owner.split("@", maxsplit=1)[0].lower()).strip("-")[:30] or "ws"
+    )
+    if not stem[0].isalpha():
+        stem = f"ws-{stem}"[:30]
+    return f"{stem.rstrip('-')}-{secrets.token_hex(2)}"
