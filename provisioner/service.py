@@ -76,11 +76,12 @@ class Provisioner:
         size = Capacity(plan.vcpus, plan.memory_mib, plan.disk_gib)
         now = self._clock()
         async with self._store.transaction() as tx:
+            # Placement is serialised; checking the key under the same lock lets twins replay.
+            await tx.lock("placement")
             if idempotency is not None:
                 replay = await self._replay(tx, actor, idempotency)
                 if replay is not None:
                     return replay
-            await tx.lock("placement")
             node = self._fleet.place(size, await tx.usage_by_node())
             gated = plan.requires_approval
             ws_id = new_id("ws")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import sqlalchemy as sa
 from aiohttp.test_utils import TestClient
 
@@ -105,3 +107,17 @@ async def test_pagination_walks_every_workspace_once(
         if cursor is None:
             break
     assert seen == [f"page-{i}" for i in range(7)]
+
+
+async def test_concurrent_twins_with_one_key_create_one_workspace(
+    client: Client, admin_headers: dict[str, str], system: System
+) -> None:
+    headers = {**admin_headers, "Idempotency-Key": "twin"}
+    answers = await asyncio.gather(
+        *(client.post("/v1/workspaces", json=BODY, headers=headers) for _ in range(5))
+    )
+    assert {r.status for r in answers} == {202}
+    ids = {(await r.json())["workspace"]["id"] for r in answers}
+    assert len(ids) == 1
+    async with system.store.transaction() as tx:
+        assert sum((await tx.count_workspaces_by_state()).values()) == 1

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import exc
 
 from provisioner.adapters.store.base import QueriesBase
 from provisioner.adapters.store.tables import (
@@ -18,6 +19,7 @@ from provisioner.adapters.store.tables import (
     nodes,
     plans,
 )
+from provisioner.errors import Conflict
 from provisioner.models import ApiToken, AuditEvent, Image, Node, Plan, Role
 
 
@@ -120,12 +122,22 @@ class AccessQueries(QueriesBase):
     async def put_idempotent(
         self, scope: str, key: str, request_hash: str, answer: Mapping[str, Any], now: datetime
     ) -> None:
-        """Remember the answer given for this key."""
-        await self.conn.execute(
-            idempotency_keys.insert().values(
-                scope=scope, key=key, request_hash=request_hash, answer=dict(answer), created_at=now
+        """Remember the answer given for this key; Conflict if a twin request got there first."""
+        try:
+            await self.conn.execute(
+                idempotency_keys.insert().values(
+                    scope=scope,
+                    key=key,
+                    request_hash=request_hash,
+                    answer=dict(answer),
+                    created_at=now,
+                )
             )
-        )
+        except exc.IntegrityError:
+            raise Conflict(
+                "a request with this Idempotency-Key is still being processed; retry shortly",
+                code="idempotency_key_in_use",
+            ) from None
 
     async def sync_catalog(
         self, node_list: Sequence[Node], plan_list: Sequence[Plan], image_list: Sequence[Image]
