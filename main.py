@@ -19,10 +19,11 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 import cli_client
 import settings as settings_module
-from api.app import build_app
+from api.app import ApiOptions, ApiServices, build_app
 from provisioner.adapters.libvirt import LibvirtHypervisor
 from provisioner.adapters.store.engine import SqlStore
 from provisioner.approvals import Approvals
+from provisioner.audit import AuditTrail
 from provisioner.catalog import Catalog
 from provisioner.errors import ConfigError, ProvisionerError
 from provisioner.fleet import Fleet
@@ -66,6 +67,17 @@ class System:
     core: Provisioner
     approvals: Approvals
     tokens: Tokens
+    audit: AuditTrail
+
+    def api(self) -> web.Application:
+        """The HTTP application over this system."""
+        services = ApiServices(self.core, self.approvals, self.tokens, self.audit, self.metrics)
+        options = ApiOptions(
+            rate_per_second=self.settings.rate_limit,
+            burst=self.settings.rate_burst,
+            cors_origins=self.settings.cors_origins,
+        )
+        return build_app(services, options)
 
 
 @asynccontextmanager
@@ -94,7 +106,10 @@ async def built(settings: Settings) -> AsyncIterator[System]:
         )
         core = Provisioner(store, catalog, fleet, now, runner.wake)
         approvals = Approvals(store, now, runner.wake)
-        yield System(settings, store, fleet, metrics, runner, core, approvals, Tokens(store, now))
+        tokens = Tokens(store, now)
+        yield System(
+            settings, store, fleet, metrics, runner, core, approvals, tokens, AuditTrail(store)
+        )
     finally:
         await fleet.close()
         await store.close()
@@ -113,9 +128,7 @@ async def serve(settings: Settings) -> None:
             max_instances=1,
             coalesce=True,
         )
-        web_runner = web.AppRunner(
-            build_app(system.core, system.approvals, system.tokens, system.metrics)
-        )
+        web_runner = web.AppRunner(system.api())
         await web_runner.setup()
         site = web.TCPSite(web_runner, settings.host, settings.port)
         await site.start()

@@ -33,6 +33,9 @@ class Settings:
     workers: int = 16
     fault_point: str | None = None
     log_level: str = "INFO"
+    rate_limit: float = 20.0
+    rate_burst: int = 40
+    cors_origins: frozenset[str] = frozenset()
 
     @property
     def url(self) -> str:
@@ -72,6 +75,18 @@ def load(config_path: str | None = None, environ: Mapping[str, str] | None = Non
         workers=_number(pick("PROVISIONER_WORKERS", "workers", 16), "PROVISIONER_WORKERS", 1, 512),
         fault_point=env.get("PROVISIONER_FAULT_POINT") or None,
         log_level=str(pick("PROVISIONER_LOG_LEVEL", "log_level", "INFO")).upper(),
+        rate_limit=float(
+            _number(
+                pick("PROVISIONER_RATE_LIMIT", "rate_limit", 20),
+                "PROVISIONER_RATE_LIMIT",
+                0,
+                100000,
+            )
+        ),
+        rate_burst=_number(
+            pick("PROVISIONER_RATE_BURST", "rate_burst", 40), "PROVISIONER_RATE_BURST", 1, 100000
+        ),
+        cors_origins=_origins(pick("PROVISIONER_CORS_ORIGINS", "cors_origins", "")),
     )
 
 
@@ -241,3 +256,17 @@ def _known(raw: dict[str, Any], where: str, allowed: set[str]) -> None:
         raise ConfigError(
             f"[{where}] has unknown key {unknown[0]!r}; known: {', '.join(sorted(allowed))}"
         )
+
+
+def _origins(raw: Any) -> frozenset[str]:
+    """CORS origins from a comma-separated string or a list; empty means CORS stays off."""
+    items = raw.split(",") if isinstance(raw, str) else raw
+    if not isinstance(items, list | tuple):
+        raise ConfigError("PROVISIONER_CORS_ORIGINS must be a comma-separated list of origins")
+    origins = frozenset(str(item).strip().rstrip("/") for item in items if str(item).strip())
+    for origin in origins:
+        if origin != "*" and not origin.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"PROVISIONER_CORS_ORIGINS: {origin!r} is not an origin like https://host"
+            )
+    return origins

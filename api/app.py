@@ -2,31 +2,60 @@
 
 from __future__ import annotations
 
-from aiohttp import web
+from dataclasses import dataclass, field
 
-from api import approvals, catalog, health, workspaces
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from api import admin, approvals, catalog, health, workspaces
+from api.admin import AUDIT_KEY
 from api.approvals import APPROVALS_KEY
-from api.auth import TOKENS_KEY
+from api.auth import LIMITER_KEY, TOKENS_KEY
 from api.body import MAX_BODY
+from api.cors import cors_middleware
 from api.errors import METRICS_KEY, error_boundary
+from api.ratelimit import RateLimiter
 from api.workspaces import PROVISIONER_KEY
 from provisioner.approvals import Approvals
+from provisioner.audit import AuditTrail
 from provisioner.metrics import Metrics
 from provisioner.service import Provisioner
 from provisioner.tokens import Tokens
 
 
-def build_app(
-    core: Provisioner, approvals_: Approvals, tokens: Tokens, metrics: Metrics
-) -> web.Application:
-    """The HTTP application over a ready core."""
-    app = web.Application(middlewares=[error_boundary], client_max_size=MAX_BODY)
-    app[PROVISIONER_KEY] = core
-    app[APPROVALS_KEY] = approvals_
-    app[TOKENS_KEY] = tokens
-    app[METRICS_KEY] = metrics
-    app.add_routes(health.routes)
-    app.add_routes(workspaces.routes)
-    app.add_routes(catalog.routes)
-    app.add_routes(approvals.routes)
+@dataclass(frozen=True)
+class ApiServices:
+    """The core services the HTTP edge translates to."""
+
+    core: Provisioner
+    approvals: Approvals
+    tokens: Tokens
+    audit: AuditTrail
+    metrics: Metrics
+
+
+@dataclass(frozen=True)
+class ApiOptions:
+    """How the HTTP edge behaves: rate limits and CORS."""
+
+    rate_per_second: float = 20.0
+    burst: int = 40
+    cors_origins: frozenset[str] = field(default_factory=frozenset)
+
+
+def build_app(services: ApiServices, options: ApiOptions | None = None) -> web.Application:
+    """The HTTP application over ready core services."""
+    options = options or ApiOptions()
+    middlewares: list[Middleware] = [error_boundary]
+    if options.cors_origins:
+        middlewares.insert(0, cors_middleware(options.cors_origins))
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
+    app[PROVISIONER_KEY] = services.core
+    app[APPROVALS_KEY] = services.approvals
+    app[TOKENS_KEY] = services.tokens
+    app[AUDIT_KEY] = services.audit
+    app[METRICS_KEY] = services.metrics
+    app[LIMITER_KEY] = RateLimiter(options.rate_per_second, options.burst)
+    for module in (health, workspaces, catalog, approvals, admin):
+        app.add_routes(module.routes)
     return app

@@ -1,4 +1,4 @@
-"""Routes for what can be asked for (plans, images) and for API tokens."""
+"""Routes for what can be asked for: plans and images."""
 
 from __future__ import annotations
 
@@ -7,13 +7,8 @@ from dataclasses import asdict
 from aiohttp import web
 
 from acl.rbac import Permission
-from api import render
-from api.auth import TOKENS_KEY, authorize
-from api.body import Field, read_json
+from api.auth import authorize
 from api.workspaces import PROVISIONER_KEY
-from provisioner.errors import InvalidInput
-from provisioner.models import Role
-from provisioner.tokens import parse_duration
 
 routes = web.RouteTableDef()
 
@@ -32,23 +27,3 @@ async def list_images(request: web.Request) -> web.Response:
     await authorize(request, Permission.READ_CATALOG)
     images = request.app[PROVISIONER_KEY].catalog.images.values()
     return web.json_response({"images": [asdict(i) for i in images]})
-
-
-@routes.post("/v1/tokens")
-async def create_token(request: web.Request) -> web.Response:
-    """Create a token; its secret is in this answer and nowhere else, ever."""
-    actor = await authorize(request, Permission.MANAGE_TOKENS)
-    fields = {
-        "role": Field(str, required=True),
-        "owner": Field(str, required=True),
-        "expires": Field(str, max_length=16),
-    }
-    body = await read_json(request, fields)
-    try:
-        role = Role(body["role"])
-    except ValueError:
-        roles = ", ".join(r.value for r in Role)
-        raise InvalidInput(f"unknown role; choose one of: {roles}") from None
-    expires = parse_duration(body["expires"]) if body.get("expires") else None
-    token, secret = await request.app[TOKENS_KEY].create(actor, role, body["owner"], expires)
-    return web.json_response({"token": render.token(token), "secret": secret}, status=201)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from provisioner.models import ApiToken, AuditEvent, Operation, Step, Workspace
+from provisioner.models import ApiToken, AuditEvent, Capacity, Node, Operation, Step, Workspace
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -90,3 +91,33 @@ def audit_event(e: AuditEvent) -> dict[str, Any]:
         "reason": e.reason,
         "operation_id": e.operation_id,
     }
+
+
+def node(n: Node, used: Capacity) -> dict[str, Any]:
+    """A node with its capacity and what live workspaces use of it (no key material)."""
+    return {
+        "name": n.name,
+        "libvirt_uri": n.libvirt_uri,
+        "ssh_host": n.ssh_host,
+        "ssh_port": n.ssh_port if n.ssh_host else None,
+        "pool": n.pool,
+        "network": n.network,
+        "capacity": asdict(n.capacity),
+        "used": asdict(used),
+    }
+
+
+def operation_log(op: Operation) -> list[str]:
+    """The operation's history as text lines, one per event, oldest first."""
+    lines = [f"{iso(op.created_at)} {op.kind.value} requested by {op.requested_by}"]
+    for s in op.steps:
+        lines.append(f"{iso(s.started_at)} {s.name} started")
+        if s.finished_at is not None:
+            detail = f": {s.detail}" if s.detail else ""
+            lines.append(f"{iso(s.finished_at)} {s.name} {s.state.value}{detail}")
+    if op.state.terminal:
+        lines.append(
+            f"{iso(op.updated_at)} operation {op.state.value}"
+            + (f": {op.error}" if op.error else "")
+        )
+    return lines

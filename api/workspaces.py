@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 
@@ -11,12 +12,15 @@ from acl.rbac import Permission
 from api import render
 from api.auth import authorize
 from api.body import Field, read_json
+from api.paging import limit_of
 from provisioner.errors import InvalidInput
 from provisioner.models import OperationKind, WorkspaceState
 from provisioner.requests import CreateRequest, Idempotency
 from provisioner.service import Provisioner
 
 PROVISIONER_KEY = web.AppKey("provisioner", Provisioner)
+FOLLOW_POLL_SECONDS = 0.5
+FOLLOW_LIMIT_SECONDS = 3600.0
 routes = web.RouteTableDef()
 
 CREATE_FIELDS = {
@@ -72,16 +76,13 @@ async def list_workspaces(request: web.Request) -> web.Response:
         except ValueError:
             choices = ", ".join(s.value for s in WorkspaceState)
             raise InvalidInput(f"unknown state; choose one of: {choices}") from None
-    limit_text = query.get("limit", "50")
-    if not limit_text.isdigit():
-        raise InvalidInput("limit must be a whole number")
     page = await _core(request).list_workspaces(
         actor,
         owner=query.get("owner"),
         state=state,
         name=query.get("name"),
         cursor=query.get("cursor"),
-        limit=int(limit_text),
+        limit=limit_of(request, default=50),
     )
     return web.json_response(
         {"workspaces": [render.workspace(w) for w in page.items], "next_cursor": page.next_cursor}
@@ -128,6 +129,32 @@ async def get_operation(request: web.Request) -> web.Response:
     actor = await authorize(request, Permission.READ_WORKSPACES)
     op = await _core(request).get_operation(actor, request.match_info["id"])
     return web.json_response(render.operation(op))
+
+
+@routes.get("/v1/operations/{id}/log")
+async def operation_log(request: web.Request) -> web.StreamResponse:
+    """The operation's history as text; with ?follow=1, streamed until the operation ends."""
+    actor = await authorize(request, Permission.READ_WORKSPACES)
+    core, op_id = _core(request), request.match_info["id"]
+    op = await core.get_operation(actor, op_id)
+    follow = request.query.get("follow") in ("1", "true")
+    if not follow:
+        return web.Response(text="".join(f"{line}\n" for line in render.operation_log(op)))
+    response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+    await response.prepare(request)
+    sent = 0
+    deadline = asyncio.get_running_loop().time() + FOLLOW_LIMIT_SECONDS
+    while True:
+        lines = render.operation_log(op)
+        # Steps run one at a time, so lines only ever grow at the end: send what is past `sent`.
+        await response.write("".join(f"{line}\n" for line in lines[sent:]).encode())
+        sent = len(lines)
+        if op.state.terminal or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(FOLLOW_POLL_SECONDS)
+        op = await core.get_operation(actor, op_id)
+    await response.write_eof()
+    return response
 
 
 @routes.post("/v1/operations/{id}/cancel")

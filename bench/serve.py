@@ -87,6 +87,7 @@ def serve(
             PROVISIONER_DATA_DIR=str(tmp / "data"),
             PROVISIONER_DATABASE_URL=url,
             PROVISIONER_ADMIN_TOKEN=token,
+            PROVISIONER_RATE_LIMIT="0",  # the benchmark polls far faster than any client should
             PROVISIONER_HOST="127.0.0.1",
             PROVISIONER_PORT=str(port),
             PROVISIONER_NODES=str(nodes),

@@ -46,9 +46,7 @@ class Approvals:
             raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}")
         async with self._store.transaction() as tx:
             items = await tx.list_approvals(state=state, after=cursor, limit=limit + 1)
-        more = len(items) > limit
-        items = items[:limit]
-        return Page(tuple(items), items[-1].id if more else None)
+        return Page.from_overfetch(items, limit, lambda item: item.id)
 
     async def decide(
         self, actor: Actor, approval_id: str, *, approve: bool, reason: str | None = None

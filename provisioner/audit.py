@@ -1,11 +1,14 @@
-"""Writing the audit trail: every state change records who, what, when and why."""
+"""The audit trail: every state change records who, what, when and why; operators read it."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from provisioner.models import Actor, AuditEvent
-from provisioner.ports import Transaction
+from provisioner.errors import InvalidInput
+from provisioner.models import Actor, AuditEvent, Page
+from provisioner.ports import Store, Transaction
+
+MAX_PAGE = 500
 
 
 async def record(
@@ -32,3 +35,31 @@ async def record(
             at=at,
         )
     )
+
+
+class AuditTrail:
+    """Reading the audit trail, filtered and paged."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def list(
+        self,
+        *,
+        target: str | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> Page[AuditEvent]:
+        """Events oldest first; `cursor` is the id of the last event already seen."""
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}")
+        if cursor is not None and not cursor.isdigit():
+            raise InvalidInput("cursor must be the next_cursor of an earlier page")
+        after = int(cursor) if cursor is not None else None
+        async with self._store.transaction() as tx:
+            items = await tx.list_audit(
+                target=target, actor=actor, action=action, after=after, limit=limit + 1
+            )
+        return Page.from_overfetch(items, limit, lambda event: str(event.id))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -288,3 +289,10 @@ class Page(Generic[T]):
 
     items: tuple[T, ...]
     next_cursor: str | None = None
+
+    @classmethod
+    def from_overfetch(cls, items: list[T], limit: int, cursor_of: Callable[[T], str]) -> Page[T]:
+        """A page from `limit + 1` fetched items: the extra one only says there is more."""
+        more = len(items) > limit
+        kept = items[:limit]
+        return cls(tuple(kept), cursor_of(kept[-1]) if more else None)

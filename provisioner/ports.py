@@ -96,7 +96,13 @@ class Transaction(Protocol):
         ...
 
     async def list_audit(
-        self, *, target: str | None, actor: str | None, after: int | None, limit: int
+        self,
+        *,
+        target: str | None,
+        actor: str | None,
+        after: int | None,
+        limit: int,
+        action: str | None = None,
     ) -> list[AuditEvent]:
         """Audit events, oldest first, after the id `after`."""
         ...
@@ -233,6 +239,14 @@ class Transaction(Protocol):
 
     async def touch_token(self, token_id: str, now: datetime) -> None:
         """Record that the token was just used."""
+        ...
+
+    async def list_tokens(self, *, after: str | None, limit: int) -> list[ApiToken]:
+        """Tokens in creation order, after the id `after`."""
+        ...
+
+    async def revoke_token(self, token_id: str, now: datetime) -> ApiToken | None:
+        """Mark a token revoked (once); the token, or None if there is no such token."""
         ...
 
     async def count_tokens(self) -> int:

@@ -14,6 +14,7 @@ from provisioner.ids import new_id
 from provisioner.models import (
     Actor,
     Capacity,
+    Node,
     Operation,
     OperationKind,
     OperationState,
@@ -155,9 +156,7 @@ class Provisioner:
             items = await tx.list_workspaces(
                 owner=owner, state=state, name=name, after=cursor, limit=limit + 1
             )
-        more = len(items) > limit
-        items = items[:limit]
-        return Page(tuple(items), items[-1].id if more else None)
+        return Page.from_overfetch(items, limit, lambda item: item.id)
 
     async def get_workspace(self, actor: Actor, workspace_id: str) -> Workspace:
         """One workspace the actor may see."""
@@ -309,6 +308,13 @@ class Provisioner:
         """Health of the database and of each node: None when fine, else why not."""
         await self._store.ping()
         return await self._fleet.check(node_timeout)
+
+    async def nodes(self) -> list[tuple[Node, Capacity]]:
+        """Every node with the resources its live workspaces take."""
+        async with self._store.transaction() as tx:
+            usage = await tx.usage_by_node()
+        idle = Capacity(0, 0, 0)
+        return [(node, usage.get(node.name, idle)) for node in self.catalog.nodes.values()]
 
     async def counts(self) -> tuple[dict[OperationState, int], dict[WorkspaceState, int]]:
         """Operations and workspaces per state, for metrics."""

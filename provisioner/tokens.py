@@ -9,9 +9,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from provisioner.audit import record
-from provisioner.errors import InvalidInput, Unauthenticated
+from provisioner.errors import InvalidInput, NotFound, Unauthenticated
 from provisioner.ids import new_id
-from provisioner.models import Actor, ApiToken, Role
+from provisioner.models import Actor, ApiToken, Page, Role
 from provisioner.ports import Store
 
 Clock = Callable[[], datetime]
@@ -90,6 +90,23 @@ class Tokens:
                 raise Unauthenticated("the token has expired; ask an admin for a new one")
             if token.last_used_at is None or now - token.last_used_at > TOUCH_EVERY:
                 await tx.touch_token(token.id, now)
+        return token
+
+    async def list(self, *, cursor: str | None = None, limit: int = 50) -> Page[ApiToken]:
+        """A page of tokens (never their secrets)."""
+        async with self._store.transaction() as tx:
+            items = await tx.list_tokens(after=cursor, limit=limit + 1)
+        return Page.from_overfetch(items, limit, lambda token: token.id)
+
+    async def revoke(self, actor: Actor, token_id: str) -> ApiToken:
+        """Revoke a token at once; revoking twice is harmless."""
+        now = self._clock()
+        async with self._store.transaction() as tx:
+            token = await tx.revoke_token(token_id, now)
+            if token is None:
+                raise NotFound(f"no token {token_id}")
+            if token.revoked_at == now:
+                await record(tx, now, actor, "token.revoked", token.id)
         return token
 
     async def first_admin(self, actor: Actor) -> str | None:

@@ -14,7 +14,6 @@ import sqlalchemy as sa
 from aiohttp.test_utils import TestClient, TestServer
 
 import main
-from api.app import build_app
 from main import System
 from settings import Settings
 
@@ -65,6 +64,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         database_url=database_url,
         admin_token=ADMIN_SECRET,
         lease_seconds=3.0,
+        rate_limit=0.0,  # tests poll fast; test_api_hardening checks the limiter itself
     )
 
 
@@ -83,7 +83,7 @@ async def system(settings: Settings) -> AsyncIterator[System]:
 @pytest.fixture
 async def client(system: System) -> AsyncIterator[TestClient[object, object]]:
     """An HTTP client of the real aiohttp app, with the admin token set."""
-    app = build_app(system.core, system.approvals, system.tokens, system.metrics)
+    app = system.api()
     async with TestClient(TestServer(app)) as test_client:
         yield test_client
 

@@ -51,6 +51,7 @@ def serve_settings(database_url: str, tmp_path: Path, fault: str | None = None) 
         "PROVISIONER_DATABASE_URL": database_url,
         "PROVISIONER_ADMIN_TOKEN": ADMIN_SECRET,
         "PROVISIONER_LEASE_SECONDS": str(LEASE_SECONDS),
+        "PROVISIONER_RATE_LIMIT": "0",
     }
     if fault is not None:
         settings["PROVISIONER_FAULT_POINT"] = fault

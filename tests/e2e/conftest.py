@@ -81,6 +81,7 @@ def serve_settings(tmp_path: Path) -> dict[str, str]:
         "PROVISIONER_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'provisioner.db'}",
         "PROVISIONER_ADMIN_TOKEN": ADMIN_SECRET,
         "PROVISIONER_LEASE_SECONDS": str(LEASE_SECONDS),
+        "PROVISIONER_RATE_LIMIT": "0",
         "PROVISIONER_NODES": str(nodes),
     }
 

@@ -69,7 +69,13 @@ class AccessQueries(QueriesBase):
         await self.conn.execute(audit_events.insert().values(**values))
 
     async def list_audit(
-        self, *, target: str | None, actor: str | None, after: int | None, limit: int
+        self,
+        *,
+        target: str | None,
+        actor: str | None,
+        after: int | None,
+        limit: int,
+        action: str | None = None,
     ) -> list[AuditEvent]:
         """Audit events in order, after the id `after`."""
         query = audit_events.select().order_by(audit_events.c.id).limit(limit)
@@ -77,6 +83,8 @@ class AccessQueries(QueriesBase):
             query = query.where(audit_events.c.target == target)
         if actor is not None:
             query = query.where(audit_events.c.actor == actor)
+        if action is not None:
+            query = query.where(audit_events.c.action == action)
         if after is not None:
             query = query.where(audit_events.c.id > after)
         return [_to_audit(row) for row in await self.conn.execute(query)]
@@ -101,6 +109,24 @@ class AccessQueries(QueriesBase):
         await self.conn.execute(
             api_tokens.update().where(api_tokens.c.id == token_id).values(last_used_at=now)
         )
+
+    async def list_tokens(self, *, after: str | None, limit: int) -> list[ApiToken]:
+        """Tokens in id (creation) order."""
+        query = api_tokens.select().order_by(api_tokens.c.id).limit(limit)
+        if after is not None:
+            query = query.where(api_tokens.c.id > after)
+        return [_to_token(row) for row in await self.conn.execute(query)]
+
+    async def revoke_token(self, token_id: str, now: datetime) -> ApiToken | None:
+        """Set revoked_at unless already set; the token as it now is."""
+        await self.conn.execute(
+            api_tokens.update()
+            .where(api_tokens.c.id == token_id, api_tokens.c.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        query = api_tokens.select().where(api_tokens.c.id == token_id)
+        row = (await self.conn.execute(query)).first()
+        return None if row is None else _to_token(row)
 
     async def count_tokens(self) -> int:
         """How many tokens exist."""

@@ -1,0 +1,84 @@
+"""Routes for operators and admins: nodes, the audit trail, and token management."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from acl.rbac import Permission
+from api import render
+from api.auth import TOKENS_KEY, authorize
+from api.body import Field, read_json
+from api.paging import limit_of
+from api.workspaces import PROVISIONER_KEY
+from provisioner.audit import AuditTrail
+from provisioner.errors import InvalidInput
+from provisioner.models import Role
+from provisioner.tokens import parse_duration
+
+AUDIT_KEY = web.AppKey("audit", AuditTrail)
+routes = web.RouteTableDef()
+
+
+@routes.get("/v1/nodes")
+async def list_nodes(request: web.Request) -> web.Response:
+    """Every node with its capacity and what is in use."""
+    await authorize(request, Permission.READ_NODES)
+    nodes = await request.app[PROVISIONER_KEY].nodes()
+    return web.json_response({"nodes": [render.node(n, used) for n, used in nodes]})
+
+
+@routes.get("/v1/audit")
+async def list_audit(request: web.Request) -> web.Response:
+    """Audit events, oldest first, filtered by target, actor or action."""
+    await authorize(request, Permission.READ_AUDIT)
+    query = request.query
+    page = await request.app[AUDIT_KEY].list(
+        target=query.get("target"),
+        actor=query.get("actor"),
+        action=query.get("action"),
+        cursor=query.get("cursor"),
+        limit=limit_of(request, default=100),
+    )
+    return web.json_response(
+        {"events": [render.audit_event(e) for e in page.items], "next_cursor": page.next_cursor}
+    )
+
+
+@routes.post("/v1/tokens")
+async def create_token(request: web.Request) -> web.Response:
+    """Create a token; its secret is in this answer and nowhere else, ever."""
+    actor = await authorize(request, Permission.MANAGE_TOKENS)
+    fields = {
+        "role": Field(str, required=True),
+        "owner": Field(str, required=True),
+        "expires": Field(str, max_length=16),
+    }
+    body = await read_json(request, fields)
+    try:
+        role = Role(body["role"])
+    except ValueError:
+        roles = ", ".join(r.value for r in Role)
+        raise InvalidInput(f"unknown role; choose one of: {roles}") from None
+    expires = parse_duration(body["expires"]) if body.get("expires") else None
+    token, secret = await request.app[TOKENS_KEY].create(actor, role, body["owner"], expires)
+    return web.json_response({"token": render.token(token), "secret": secret}, status=201)
+
+
+@routes.get("/v1/tokens")
+async def list_tokens(request: web.Request) -> web.Response:
+    """Tokens without their secrets."""
+    await authorize(request, Permission.MANAGE_TOKENS)
+    page = await request.app[TOKENS_KEY].list(
+        cursor=request.query.get("cursor"), limit=limit_of(request, default=50)
+    )
+    return web.json_response(
+        {"tokens": [render.token(t) for t in page.items], "next_cursor": page.next_cursor}
+    )
+
+
+@routes.delete("/v1/tokens/{id}")
+async def revoke_token(request: web.Request) -> web.Response:
+    """Revoke a token; it stops working at once."""
+    actor = await authorize(request, Permission.MANAGE_TOKENS)
+    token = await request.app[TOKENS_KEY].revoke(actor, request.match_info["id"])
+    return web.json_response(render.token(token))
