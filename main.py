@@ -20,6 +20,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 import cli_client
 import settings as settings_module
 from api.app import ApiOptions, ApiServices, build_app
+from api.errors import CURRENT_REQUEST_ID
 from provisioner.adapters.libvirt import LibvirtHypervisor
 from provisioner.adapters.store.engine import SqlStore
 from provisioner.approvals import Approvals
@@ -201,6 +202,12 @@ async def node_check(settings: Settings, _args: argparse.Namespace) -> None:
         raise SystemExit(1)
 
 
+def _tag_request_id(record: logging.LogRecord) -> bool:
+    """Give every log line the id of the HTTP request it was written for ('-' if none)."""
+    record.request_id = CURRENT_REQUEST_ID.get()
+    return True
+
+
 def _parser() -> argparse.ArgumentParser:
     """The command line: serve, token, node, workspace."""
     parser = argparse.ArgumentParser(prog="provisioner", description=__doc__)
@@ -240,8 +247,10 @@ def main(argv: list[str] | None = None) -> None:
         # Only the server logs at the configured level; CLI commands print what matters.
         logging.basicConfig(
             level=settings.log_level if args.command == "serve" else logging.WARNING,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            format="%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s",
         )
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_tag_request_id)
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
         if args.command == "serve":
             asyncio.run(serve(settings))

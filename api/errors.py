@@ -6,6 +6,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 
 from aiohttp import web
 
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 METRICS_KEY = web.AppKey("metrics", Metrics)
 REQUEST_ID = web.RequestKey("request_id", str)
+# The id of the request being served, for log lines written while serving it.
+CURRENT_REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="-")
 
 STATUS: tuple[tuple[type[ProvisionerError], int], ...] = (
     (InvalidInput, 422),
@@ -74,6 +77,7 @@ async def error_boundary(request: web.Request, handler: Handler) -> web.StreamRe
     """Translate errors to JSON, tag the request with an id, and count it."""
     request_id = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(8)
     request[REQUEST_ID] = request_id
+    CURRENT_REQUEST_ID.set(request_id)
     started = time.perf_counter()
     try:
         response = await handler(request)

@@ -38,5 +38,7 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text format, with state gauges refreshed from the store."""
     registry = request.app[METRICS_KEY]
-    registry.set_counts(*await request.app[PROVISIONER_KEY].counts())
+    core = request.app[PROVISIONER_KEY]
+    registry.set_counts(*await core.counts())
+    registry.set_nodes(await core.nodes())
     return web.Response(body=registry.render(), content_type="text/plain", charset="utf-8")

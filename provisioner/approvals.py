@@ -44,7 +44,7 @@ class Approvals:
         """A page of approvals in creation order."""
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}")
-        async with self._store.transaction() as tx:
+        async with self._store.read() as tx:
             items = await tx.list_approvals(state=state, after=cursor, limit=limit + 1)
         return Page.from_overfetch(items, limit, lambda item: item.id)
 

@@ -58,7 +58,7 @@ class AuditTrail:
         if cursor is not None and not cursor.isdigit():
             raise InvalidInput("cursor must be the next_cursor of an earlier page")
         after = int(cursor) if cursor is not None else None
-        async with self._store.transaction() as tx:
+        async with self._store.read() as tx:
             items = await tx.list_audit(
                 target=target, actor=actor, action=action, after=after, limit=limit + 1
             )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from provisioner.models import OperationState, WorkspaceState
+from provisioner.models import Capacity, Node, OperationState, WorkspaceState
 
 
 class Metrics:
@@ -38,6 +38,18 @@ class Metrics:
         self.workspaces = Gauge(
             "provisioner_workspaces", "Workspaces by state", ["state"], registry=self.registry
         )
+        self.node_capacity = Gauge(
+            "provisioner_node_capacity",
+            "Resources a node offers",
+            ["node", "resource"],
+            registry=self.registry,
+        )
+        self.node_used = Gauge(
+            "provisioner_node_capacity_used",
+            "Resources live workspaces take on a node",
+            ["node", "resource"],
+            registry=self.registry,
+        )
 
     def observe_http(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one HTTP answer and its latency."""
@@ -56,6 +68,17 @@ class Metrics:
             self.operations.labels(op_state.value).set(operations.get(op_state, 0))
         for ws_state in WorkspaceState:
             self.workspaces.labels(ws_state.value).set(workspaces.get(ws_state, 0))
+
+    def set_nodes(self, nodes: list[tuple[Node, Capacity]]) -> None:
+        """Refresh each node's capacity and what is in use of it."""
+        for node, used in nodes:
+            for resource, total, taken in (
+                ("vcpus", node.capacity.vcpus, used.vcpus),
+                ("memory_mib", node.capacity.memory_mib, used.memory_mib),
+                ("disk_gib", node.capacity.disk_gib, used.disk_gib),
+            ):
+                self.node_capacity.labels(node.name, resource).set(total)
+                self.node_used.labels(node.name, resource).set(taken)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

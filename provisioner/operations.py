@@ -218,7 +218,7 @@ class OperationRunner:
 
     async def _context(self, workspace_id: str) -> StepContext:
         """What the steps of an operation on this workspace need."""
-        async with self._store.transaction() as tx:
+        async with self._store.read() as tx:
             ws = await tx.get_workspace(workspace_id)
         assert ws is not None, f"operation on unknown workspace {workspace_id}"
         plan = self._catalog.plans.get(ws.plan)
@@ -233,7 +233,7 @@ class OperationRunner:
 
     async def _check_cancel(self, claim: Claim, recipe: Recipe) -> None:
         """Raise Cancelled if a cancel was requested and this kind allows it now."""
-        async with self._store.transaction() as tx:
+        async with self._store.read() as tx:
             op = await tx.get_operation(claim.operation.id)
         if op is not None and op.cancel_requested and recipe.cancellable_while_running:
             raise Cancelled

@@ -277,6 +277,10 @@ class Store(Protocol):
         """A transaction that commits on success and rolls back on error."""
         ...
 
+    def read(self) -> AbstractAsyncContextManager[Transaction]:
+        """A transaction that only reads; cheaper, never waits for writers."""
+        ...
+
     async def ping(self) -> None:
         """Raise InfrastructureError unless the database answers."""
         ...

@@ -152,7 +152,7 @@ class Provisioner:
             if owner is not None and owner != actor.owner_scope:
                 return Page(())
             owner = actor.owner_scope
-        async with self._store.transaction() as tx:
+        async with self._store.read() as tx:
             items = await tx.list_workspaces(
                 owner=owner, state=state, name=name, after=cursor, limit=limit + 1
             )
@@ -160,7 +160,7 @@ class Provisioner:
 
     async def get_workspace(self, actor: Actor, workspace_id: str) -> Workspace:
         """One workspace the actor may see."""
-        async with self._store.transaction() as tx:
+        async with self._store.read() as tx:
             return await _visible(tx, actor, workspace_id)
 
     async def delete_workspace(self, actor: Actor, workspace_id: str) -> Operation:
@@ -249,7 +249,7 @@ class Provisioner:
 
     async def get_operation(self, actor: Actor, operation_id: str) -> Operation:
         """One operation on a workspace the actor may see."""
-        async with self._store.transaction() as tx:
+        async with self._store.read() as tx:
             op = await tx.get_operation(operation_id)
             if op is None:
                 raise NotFound(f"no operation {operation_id}")
@@ -293,7 +293,7 @@ class Provisioner:
 
     async def expire_workspaces(self, actor: Actor, batch: int = 50) -> int:
         """Start deleting every workspace past its expiry; returns how many."""
-        async with self._store.transaction() as tx:
+        async with self._store.read() as tx:
             expired = await tx.expired_workspaces(self._clock(), batch)
         started = 0
         for ws in expired:
@@ -311,14 +311,14 @@ class Provisioner:
 
     async def nodes(self) -> list[tuple[Node, Capacity]]:
         """Every node with the resources its live workspaces take."""
-        async with self._store.transaction() as tx:
+        async with self._store.read() as tx:
             usage = await tx.usage_by_node()
         idle = Capacity(0, 0, 0)
         return [(node, usage.get(node.name, idle)) for node in self.catalog.nodes.values()]
 
     async def counts(self) -> tuple[dict[OperationState, int], dict[WorkspaceState, int]]:
         """Operations and workspaces per state, for metrics."""
-        async with self._store.transaction() as tx:
+        async with self._store.read() as tx:
             return await tx.count_operations_by_state(), await tx.count_workspaces_by_state()
 
     async def _enqueue(

@@ -82,19 +82,20 @@ class Tokens:
     async def authenticate(self, secret: str) -> ApiToken:
         """The live token behind `secret`, or Unauthenticated."""
         now = self._clock()
-        async with self._store.transaction() as tx:
+        async with self._store.read() as tx:
             token = await tx.token_by_hash(hash_secret(secret))
-            if token is None or token.revoked_at is not None:
-                raise Unauthenticated("the token is not valid; ask an admin for a new one")
-            if token.expires_at is not None and token.expires_at <= now:
-                raise Unauthenticated("the token has expired; ask an admin for a new one")
-            if token.last_used_at is None or now - token.last_used_at > TOUCH_EVERY:
+        if token is None or token.revoked_at is not None:
+            raise Unauthenticated("the token is not valid; ask an admin for a new one")
+        if token.expires_at is not None and token.expires_at <= now:
+            raise Unauthenticated("the token has expired; ask an admin for a new one")
+        if token.last_used_at is None or now - token.last_used_at > TOUCH_EVERY:
+            async with self._store.transaction() as tx:
                 await tx.touch_token(token.id, now)
         return token
 
     async def list(self, *, cursor: str | None = None, limit: int = 50) -> Page[ApiToken]:
         """A page of tokens (never their secrets)."""
-        async with self._store.transaction() as tx:
+        async with self._store.read() as tx:
             items = await tx.list_tokens(after=cursor, limit=limit + 1)
         return Page.from_overfetch(items, limit, lambda token: token.id)
 

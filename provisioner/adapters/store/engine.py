@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from provisioner.adapters.store.transaction import SqlTransaction
 from provisioner.errors import ConfigError, InfrastructureError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+READONLY = "provisioner_readonly"
 # Any constant works; it only has to be the same in every process sharing the database.
 MIGRATION_LOCK_ID = 0x70726F76
 
@@ -46,12 +47,22 @@ class SqlStore:
             ) from error
         return store
 
+    def transaction(self) -> AbstractAsyncContextManager[SqlTransaction]:
+        """One transaction that may write; database failures surface as InfrastructureError."""
+        return self._transaction(readonly=False)
+
+    def read(self) -> AbstractAsyncContextManager[SqlTransaction]:
+        """One transaction that only reads: on SQLite it does not wait for the writer."""
+        return self._transaction(readonly=True)
+
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[SqlTransaction]:
-        """One transaction; database failures surface as InfrastructureError."""
+    async def _transaction(self, *, readonly: bool) -> AsyncIterator[SqlTransaction]:
+        """A transaction on a pooled connection, with foreign errors translated."""
         try:
-            async with self._engine.begin() as conn:
-                yield SqlTransaction(conn)
+            async with self._engine.connect() as conn:
+                await conn.execution_options(**{READONLY: readonly})
+                async with conn.begin():
+                    yield SqlTransaction(conn)
         except exc.OperationalError as error:
             raise InfrastructureError(
                 f"the database is unavailable ({type(error.orig).__name__})"
@@ -61,7 +72,7 @@ class SqlStore:
 
     async def ping(self) -> None:
         """Raise InfrastructureError unless a trivial query succeeds."""
-        async with self.transaction() as tx:
+        async with self.read() as tx:
             await tx.conn.execute(sa.text("SELECT 1"))
 
     async def close(self) -> None:
@@ -101,8 +112,10 @@ def _sqlite_engine(url: str) -> AsyncEngine:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
-        # A deferred transaction that reads then writes can fail at once with SQLITE_BUSY.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # A deferred transaction that reads then writes can fail at once with SQLITE_BUSY,
+        # so writers take the lock up front; readers (WAL) need no lock at all.
+        readonly = conn.get_execution_options().get(READONLY, False)
+        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
     return engine
 
