@@ -89,11 +89,17 @@ async def built(settings: Settings) -> AsyncIterator[System]:
             hypervisor_for(node)
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     store = await SqlStore.open(settings.database_url)
-    catalog = Catalog.of(settings.plans, settings.images, settings.nodes)
-    fleet = Fleet(catalog.nodes, hypervisor_for)
+    catalog = Catalog.of(settings.plans, settings.images)
+
+    async def stored_nodes() -> list[Node]:
+        async with store.read() as tx:
+            return await tx.list_nodes()
+
+    fleet = Fleet((), hypervisor_for, stored_nodes)
     try:
         async with store.transaction() as tx:
             await tx.sync_catalog(settings.nodes, settings.plans, settings.images)
+        await fleet.refresh()
         metrics = Metrics()
         runner = OperationRunner(
             store,

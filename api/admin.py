@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from aiohttp import web
 
 from acl.rbac import Permission
 from api import render
 from api.auth import TOKENS_KEY, authorize
-from api.body import Field, read_json
+from api.body import Field, check_fields, read_json
 from api.paging import limit_of
 from api.workspaces import PROVISIONER_KEY
 from provisioner.audit import AuditTrail
 from provisioner.errors import InvalidInput
-from provisioner.models import Role
+from provisioner.models import Capacity, Node, Role
 from provisioner.tokens import parse_duration
 
 AUDIT_KEY = web.AppKey("audit", AuditTrail)
@@ -25,6 +27,38 @@ async def list_nodes(request: web.Request) -> web.Response:
     await authorize(request, Permission.READ_NODES)
     nodes = await request.app[PROVISIONER_KEY].nodes()
     return web.json_response({"nodes": [render.node(n, used) for n, used in nodes]})
+
+
+NODE_FIELDS = {
+    "name": Field(str, required=True, max_length=63),
+    "libvirt_uri": Field(str, required=True),
+    "ssh_host": Field(str),
+    "ssh_port": Field(int),
+    "ssh_user": Field(str, max_length=64),
+    "ssh_key": Field(str, max_length=1024),
+    "host_key": Field(str, max_length=4096),
+    "pool": Field(str, max_length=63),
+    "network": Field(str, max_length=63),
+    "capacity": Field(dict),
+}
+CAPACITY_FIELDS = {
+    "vcpus": Field(int, required=True),
+    "memory_mib": Field(int, required=True),
+    "disk_gib": Field(int, required=True),
+}
+
+
+@routes.post("/v1/nodes")
+async def add_node(request: web.Request) -> web.Response:
+    """Register a node; it takes workspaces at once."""
+    actor = await authorize(request, Permission.MANAGE_NODES)
+    body = await read_json(request, NODE_FIELDS)
+    node = Node(**{k: v for k, v in body.items() if k != "capacity" and v is not None})
+    if body.get("capacity") is not None:
+        cap = check_fields(body["capacity"], CAPACITY_FIELDS)
+        node = replace(node, capacity=Capacity(cap["vcpus"], cap["memory_mib"], cap["disk_gib"]))
+    added = await request.app[PROVISIONER_KEY].add_node(actor, node)
+    return web.json_response(render.node(added, Capacity(0, 0, 0)), status=201)
 
 
 @routes.get("/v1/audit")

@@ -1,4 +1,4 @@
-"""What can be asked for: plans, images and nodes, with the built-in defaults."""
+"""What can be asked for: plans and images, with the built-in defaults (and the default node)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from provisioner.errors import UnknownReference
 from provisioner.models import Image, Node, Plan
 
 T = TypeVar("T")
-Item = TypeVar("Item", Plan, Image, Node)
+Item = TypeVar("Item", Plan, Image)
 
 DEFAULT_PLANS = (
     Plan("small", vcpus=1, memory_mib=1024, disk_gib=10),
@@ -29,16 +29,15 @@ def _by_name(items: Iterable[Item]) -> Mapping[str, Item]:
 
 @dataclass(frozen=True)
 class Catalog:
-    """The configured plans, images and nodes, looked up by name."""
+    """The configured plans and images, looked up by name."""
 
     plans: Mapping[str, Plan]
     images: Mapping[str, Image]
-    nodes: Mapping[str, Node]
 
     @classmethod
-    def of(cls, plans: Iterable[Plan], images: Iterable[Image], nodes: Iterable[Node]) -> Catalog:
+    def of(cls, plans: Iterable[Plan], images: Iterable[Image]) -> Catalog:
         """Build a catalog from lists."""
-        return cls(_by_name(plans), _by_name(images), _by_name(nodes))
+        return cls(_by_name(plans), _by_name(images))
 
     def plan(self, name: str) -> Plan:
         """The plan called `name`, or UnknownReference listing the choices."""
@@ -47,10 +46,6 @@ class Catalog:
     def image(self, name: str) -> Image:
         """The image called `name`, or UnknownReference listing the choices."""
         return _lookup("image", self.images, name)
-
-    def node(self, name: str) -> Node:
-        """The node called `name`, or UnknownReference listing the choices."""
-        return _lookup("node", self.nodes, name)
 
 
 def _lookup(kind: str, table: Mapping[str, T], name: str) -> T:

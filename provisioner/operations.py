@@ -228,7 +228,7 @@ class OperationRunner:
             image=image,
             vcpus=plan.vcpus if plan else 1,
             memory_mib=plan.memory_mib if plan else 1024,
-            hypervisor=self._fleet.hypervisor(ws.node),
+            hypervisor=await self._fleet.hypervisor(ws.node),
         )
 
     async def _check_cancel(self, claim: Claim, recipe: Recipe) -> None:

@@ -263,6 +263,14 @@ class Transaction(Protocol):
         """Remember the answer given for this key."""
         ...
 
+    async def insert_node(self, node: Node) -> None:
+        """Store a node added at run time; Conflict if the name is taken."""
+        ...
+
+    async def list_nodes(self) -> list[Node]:
+        """Every stored node."""
+        ...
+
     async def sync_catalog(
         self, node_list: Sequence[Node], plan_list: Sequence[Plan], image_list: Sequence[Image]
     ) -> None:

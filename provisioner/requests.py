@@ -7,7 +7,7 @@ import secrets
 from dataclasses import dataclass
 
 from provisioner.errors import InvalidInput, PermissionDenied
-from provisioner.models import Actor, Plan
+from provisioner.models import Actor, Node, Plan
 
 NAME_RE = re.compile(r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")
 OWNER_RE = re.compile(r"^[A-Za-z0-9._@+-]{1,255}$")
@@ -69,3 +69,19 @@ def workspace_name(requested: str | None, owner: str) -> str:
     if not stem[0].isalpha():
         stem = f"ws-{stem}"[:30]
     return f"{stem.rstrip('-')}-{secrets.token_hex(2)}"
+
+
+LIBVIRT_URI_RE = re.compile(r"^(test|qemu|qemu\+(ssh|unix|tcp|tls))://[^\s]*$")
+
+
+def check_node(node: Node) -> None:
+    """InvalidInput unless the node entry is well formed."""
+    if not NAME_RE.match(node.name):
+        raise InvalidInput(
+            "node name: use 1-40 lower-case letters, digits and '-', starting with a letter"
+        )
+    if not LIBVIRT_URI_RE.match(node.libvirt_uri):
+        raise InvalidInput("libvirt_uri must look like qemu:///system or test:///default")
+    cap = node.capacity
+    if min(cap.vcpus, cap.memory_mib, cap.disk_gib) < 1:
+        raise InvalidInput("capacity must give at least 1 vCPU, 1 MiB and 1 GiB")

@@ -8,7 +8,14 @@ from datetime import datetime, timedelta
 from provisioner.approvals import request_approval
 from provisioner.audit import record
 from provisioner.catalog import Catalog
-from provisioner.errors import Conflict, InvalidInput, NotFound, UnknownReference
+from provisioner.errors import (
+    ConfigError,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    ProvisionerError,
+    UnknownReference,
+)
 from provisioner.fleet import Fleet
 from provisioner.ids import new_id
 from provisioner.models import (
@@ -23,7 +30,14 @@ from provisioner.models import (
     WorkspaceState,
 )
 from provisioner.ports import Store, Transaction
-from provisioner.requests import CreateRequest, Idempotency, owner_for, ttl_hours, workspace_name
+from provisioner.requests import (
+    CreateRequest,
+    Idempotency,
+    check_node,
+    owner_for,
+    ttl_hours,
+    workspace_name,
+)
 from provisioner.steps import RECIPES
 
 Clock = Callable[[], datetime]
@@ -314,7 +328,24 @@ class Provisioner:
         async with self._store.read() as tx:
             usage = await tx.usage_by_node()
         idle = Capacity(0, 0, 0)
-        return [(node, usage.get(node.name, idle)) for node in self.catalog.nodes.values()]
+        return [(node, usage.get(node.name, idle)) for node in self._fleet.nodes()]
+
+    async def add_node(self, actor: Actor, node: Node) -> Node:
+        """Register a node at run time; it takes workspaces at once."""
+        check_node(node)
+        now = self._clock()
+        try:
+            self._fleet.add(node)
+        except ConfigError as error:
+            raise InvalidInput(error.message) from None
+        try:
+            async with self._store.transaction() as tx:
+                await tx.insert_node(node)
+                await record(tx, now, actor, "node.added", node.name, reason=node.libvirt_uri)
+        except ProvisionerError:
+            await self._fleet.forget(node.name)
+            raise
+        return node
 
     async def counts(self) -> tuple[dict[OperationState, int], dict[WorkspaceState, int]]:
         """Operations and workspaces per state, for metrics."""

@@ -161,3 +161,28 @@ async def test_request_ids_reach_the_log(
         if record.name == "aiohttp.access"
     }
     assert "trace-me-42" in ids
+
+
+async def test_nodes_added_through_the_api_take_work_and_survive_restarts(
+    client: Client, admin_headers: dict[str, str], settings: Settings
+) -> None:
+    body = {
+        "name": "spare",
+        "libvirt_uri": "test:///default",
+        "capacity": {"vcpus": 128, "memory_mib": 1 << 20, "disk_gib": 9000},
+    }
+    resp = await client.post("/v1/nodes", json=body, headers=admin_headers)
+    assert resp.status == 201, await resp.text()
+    assert (await client.post("/v1/nodes", json=body, headers=admin_headers)).status == 409
+    bad = {**body, "name": "Bad Name"}
+    assert (await client.post("/v1/nodes", json=bad, headers=admin_headers)).status == 422
+    odd = {**body, "name": "odd", "capacity": {"vcpus": "many"}}
+    assert (await client.post("/v1/nodes", json=odd, headers=admin_headers)).status == 422
+    # The roomier node wins placement.
+    created = await (await client.post("/v1/workspaces", json=SMALL, headers=admin_headers)).json()
+    assert created["workspace"]["node"] == "spare"
+    assert (await wait_operation(client, admin_headers, created["operation"]["id"]))[
+        "state"
+    ] == "succeeded"
+    async with main.built(settings) as again:
+        assert [node.name for node in again.fleet.nodes()] == ["local", "spare"]

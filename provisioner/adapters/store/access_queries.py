@@ -20,7 +20,7 @@ from provisioner.adapters.store.tables import (
     plans,
 )
 from provisioner.errors import Conflict
-from provisioner.models import ApiToken, AuditEvent, Image, Node, Plan, Role
+from provisioner.models import ApiToken, AuditEvent, Capacity, Image, Node, Plan, Role
 
 
 def _to_token(row: sa.Row[Any]) -> ApiToken:
@@ -51,11 +51,19 @@ def _to_audit(row: sa.Row[Any]) -> AuditEvent:
     )
 
 
-def _node_values(node: Node) -> dict[str, Any]:
+def _node_values(node: Node, source: str) -> dict[str, Any]:
     """Columns of a node row."""
     values = asdict(node)
-    values.update(values.pop("capacity"))
+    values.update(values.pop("capacity"), source=source)
     return values
+
+
+def _to_node(row: sa.Row[Any]) -> Node:
+    """Map a node row to the domain record."""
+    values = dict(row._mapping)
+    values.pop("source")
+    capacity = Capacity(values.pop("vcpus"), values.pop("memory_mib"), values.pop("disk_gib"))
+    return Node(capacity=capacity, **values)
 
 
 class AccessQueries(QueriesBase):
@@ -168,14 +176,33 @@ class AccessQueries(QueriesBase):
     async def sync_catalog(
         self, node_list: Sequence[Node], plan_list: Sequence[Plan], image_list: Sequence[Image]
     ) -> None:
-        """Replace the stored catalog with the configured one."""
+        """Replace the stored catalog with the configured one; nodes added by the API stay."""
         # Serialised: processes starting together would otherwise insert the same rows.
         await self.lock("catalog")
+        configured = [n.name for n in node_list]
+        await self.conn.execute(
+            nodes.delete().where(sa.or_(nodes.c.source == "config", nodes.c.name.in_(configured)))
+        )
         for table, rows in (
-            (nodes, [_node_values(n) for n in node_list]),
+            (nodes, [_node_values(n, "config") for n in node_list]),
             (plans, [asdict(p) for p in plan_list]),
             (images, [asdict(i) for i in image_list]),
         ):
-            await self.conn.execute(table.delete())
+            if table is not nodes:
+                await self.conn.execute(table.delete())
             if rows:
                 await self.conn.execute(table.insert(), rows)
+
+    async def insert_node(self, node: Node) -> None:
+        """Store a node added through the API; Conflict if the name is taken."""
+        try:
+            await self.conn.execute(nodes.insert().values(**_node_values(node, "api")))
+        except exc.IntegrityError:
+            raise Conflict(
+                f"a node named {node.name!r} already exists", code="name_taken"
+            ) from None
+
+    async def list_nodes(self) -> list[Node]:
+        """Every stored node, configured or added."""
+        rows = await self.conn.execute(nodes.select().order_by(nodes.c.name))
+        return [_to_node(row) for row in rows]

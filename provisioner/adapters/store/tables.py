@@ -112,6 +112,7 @@ nodes = sa.Table(
     sa.Column("vcpus", sa.Integer, nullable=False),
     sa.Column("memory_mib", sa.Integer, nullable=False),
     sa.Column("disk_gib", sa.Integer, nullable=False),
+    sa.Column("source", sa.String(16), nullable=False, server_default="config"),
 )
 
 plans = sa.Table(
