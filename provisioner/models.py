@@ -24,6 +24,17 @@ class WorkspaceState(StrEnum):
     DENIED = "denied"
 
 
+LIVE_WORKSPACE_STATES = frozenset(
+    {
+        WorkspaceState.AWAITING_APPROVAL,
+        WorkspaceState.PROVISIONING,
+        WorkspaceState.RUNNING,
+        WorkspaceState.STOPPED,
+        WorkspaceState.DELETING,
+    }
+)
+
+
 class OperationState(StrEnum):
     """State machine of a durable operation."""
 
@@ -281,6 +292,31 @@ class AuditEvent:
     operation_id: str | None = None
     at: datetime | None = None
     id: int | None = None
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """A chat message that mirrors an operation or an approval; the chat edge keeps it in sync."""
+
+    id: int
+    subject_kind: str
+    subject_id: str
+    channel: str
+    ts: str
+    chat_user: str
+    posted_steps: tuple[str, ...] = ()
+    synced_at: datetime | None = None
+    done: bool = False
+
+
+@dataclass(frozen=True)
+class SshKey:
+    """A user's SSH public key, installed into their workspaces."""
+
+    owner: str
+    fingerprint: str
+    public_key: str
+    created_at: datetime
 
 
 @dataclass(frozen=True)

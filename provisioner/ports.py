@@ -14,6 +14,7 @@ from provisioner.models import (
     ApprovalState,
     AuditEvent,
     Capacity,
+    ChatMessage,
     Claim,
     DomainState,
     Image,
@@ -21,6 +22,7 @@ from provisioner.models import (
     Operation,
     OperationState,
     Plan,
+    SshKey,
     Step,
     Workspace,
     WorkspaceState,
@@ -269,6 +271,38 @@ class Transaction(Protocol):
 
     async def list_nodes(self) -> list[Node]:
         """Every stored node."""
+        ...
+
+    async def add_chat_message(
+        self, kind: str, subject_id: str, *, channel: str, ts: str, chat_user: str, now: datetime
+    ) -> None:
+        """Remember the chat message that mirrors a subject (the first one wins)."""
+        ...
+
+    async def chat_message(self, kind: str, subject_id: str) -> ChatMessage | None:
+        """The chat message that mirrors this subject."""
+        ...
+
+    async def chat_messages_to_sync(self, limit: int) -> list[ChatMessage]:
+        """Open chat messages whose subject changed since they were last synced."""
+        ...
+
+    async def update_chat_message(
+        self, message_id: int, *, posted_steps: tuple[str, ...], synced_at: datetime, done: bool
+    ) -> None:
+        """Record how far a chat message has been brought in line with its subject."""
+        ...
+
+    async def add_ssh_key(self, key: SshKey) -> bool:
+        """Store a key; False if the owner already has it."""
+        ...
+
+    async def ssh_keys(self, owner: str) -> list[SshKey]:
+        """The owner's SSH keys."""
+        ...
+
+    async def workspaces_to_remind(self, before: datetime, limit: int) -> list[Workspace]:
+        """Live workspaces expiring before `before` whose owner was not reminded yet."""
         ...
 
     async def sync_catalog(

@@ -19,6 +19,7 @@ from provisioner.errors import (
 from provisioner.fleet import Fleet
 from provisioner.ids import new_id
 from provisioner.models import (
+    LIVE_WORKSPACE_STATES,
     Actor,
     Capacity,
     Node,
@@ -177,6 +178,17 @@ class Provisioner:
         async with self._store.read() as tx:
             return await _visible(tx, actor, workspace_id)
 
+    async def workspace_named(self, actor: Actor, name: str) -> Workspace:
+        """The live workspace called `name` that the actor may see."""
+        async with self._store.read() as tx:
+            found = await tx.list_workspaces(
+                owner=actor.owner_scope, state=None, name=name, after=None, limit=MAX_PAGE
+            )
+        live = [ws for ws in found if ws.state in LIVE_WORKSPACE_STATES]
+        if not live:
+            raise NotFound(f"you have no workspace named {name!r}; `list` shows yours")
+        return live[-1]
+
     async def delete_workspace(self, actor: Actor, workspace_id: str) -> Operation:
         """Start deleting a workspace; a pending create is cancelled first."""
         now = self._clock()
@@ -254,7 +266,9 @@ class Provisioner:
                 max(ws.expires_at or now, now) + timedelta(hours=hours),
                 now + timedelta(hours=limit),
             )
-            updated = await tx.update_workspace(ws.id, expires_at=expires, updated_at=now)
+            updated = await tx.update_workspace(
+                ws.id, expires_at=expires, updated_at=now, reminded_at=None
+            )
             await record(
                 tx, now, actor, "workspace.extended", ws.id, reason=f"until {expires.isoformat()}"
             )

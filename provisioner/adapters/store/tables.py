@@ -56,6 +56,7 @@ workspaces = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Column("expires_at", UTCDateTime),
+    sa.Column("reminded_at", UTCDateTime),
     sa.Index(
         "uq_workspaces_live_name",
         "name",
@@ -185,5 +186,31 @@ idempotency_keys = sa.Table(
     sa.Column("key", sa.String(255), primary_key=True),
     sa.Column("request_hash", sa.String(64), nullable=False),
     sa.Column("answer", sa.JSON, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+chat_messages = sa.Table(
+    "chat_messages",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("subject_kind", sa.String(16), nullable=False),
+    sa.Column("subject_id", sa.String(40), nullable=False),
+    sa.Column("channel", sa.String(64), nullable=False),
+    sa.Column("ts", sa.String(32), nullable=False),
+    sa.Column("chat_user", sa.String(64), nullable=False),
+    sa.Column("posted_steps", sa.JSON, nullable=False),
+    sa.Column("synced_at", UTCDateTime),
+    sa.Column("done", sa.Boolean, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("subject_kind", "subject_id", name="uq_chat_messages_subject"),
+    sa.Index("ix_chat_messages_open", "done"),
+)
+
+ssh_keys = sa.Table(
+    "ssh_keys",
+    metadata,
+    sa.Column("owner", sa.String(255), primary_key=True),
+    sa.Column("fingerprint", sa.String(128), primary_key=True),
+    sa.Column("public_key", sa.Text, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
 )

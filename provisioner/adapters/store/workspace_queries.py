@@ -11,16 +11,16 @@ from sqlalchemy import exc
 from provisioner.adapters.store.base import QueriesBase
 from provisioner.adapters.store.tables import workspaces
 from provisioner.errors import Conflict
-from provisioner.models import Capacity, TailscaleInfo, Workspace, WorkspaceState
+from provisioner.models import (
+    LIVE_WORKSPACE_STATES,
+    Capacity,
+    TailscaleInfo,
+    Workspace,
+    WorkspaceState,
+)
 
-LIVE_STATES = frozenset(WorkspaceState) - {
-    WorkspaceState.DELETED,
-    WorkspaceState.FAILED,
-    WorkspaceState.DENIED,
-}
 
-
-def _to_workspace(row: sa.Row[Any]) -> Workspace:
+def to_workspace(row: sa.Row[Any]) -> Workspace:
     """Map a row to the domain record."""
     return Workspace(
         id=row.id,
@@ -80,7 +80,7 @@ class WorkspaceQueries(QueriesBase):
         row = (
             await self.conn.execute(workspaces.select().where(workspaces.c.id == workspace_id))
         ).first()
-        return None if row is None else _to_workspace(row)
+        return None if row is None else to_workspace(row)
 
     async def list_workspaces(
         self,
@@ -101,7 +101,7 @@ class WorkspaceQueries(QueriesBase):
             query = query.where(workspaces.c.name == name)
         if after is not None:
             query = query.where(workspaces.c.id > after)
-        return [_to_workspace(row) for row in await self.conn.execute(query)]
+        return [to_workspace(row) for row in await self.conn.execute(query)]
 
     async def update_workspace(
         self,
@@ -129,7 +129,7 @@ class WorkspaceQueries(QueriesBase):
                 sa.func.sum(workspaces.c.memory_mib),
                 sa.func.sum(workspaces.c.disk_gib),
             )
-            .where(workspaces.c.state.in_([s.value for s in LIVE_STATES]))
+            .where(workspaces.c.state.in_([s.value for s in LIVE_WORKSPACE_STATES]))
             .group_by(workspaces.c.node)
         )
         rows = await self.conn.execute(query)
@@ -151,7 +151,7 @@ class WorkspaceQueries(QueriesBase):
             .order_by(workspaces.c.expires_at)
             .limit(limit)
         )
-        return [_to_workspace(row) for row in await self.conn.execute(query)]
+        return [to_workspace(row) for row in await self.conn.execute(query)]
 
 
 def _column_value(value: Any) -> Any:

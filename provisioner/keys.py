@@ -1,0 +1,74 @@
+"""Users' SSH public keys: validated, fingerprinted, and kept for their workspaces."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import struct
+from collections.abc import Callable
+from datetime import datetime
+
+from provisioner.audit import record
+from provisioner.errors import InvalidInput
+from provisioner.models import Actor, SshKey
+from provisioner.ports import Store
+
+Clock = Callable[[], datetime]
+KEY_TYPES = frozenset(
+    {
+        "ssh-ed25519",
+        "ssh-rsa",
+        "ecdsa-sha2-nistp256",
+        "ecdsa-sha2-nistp384",
+        "ecdsa-sha2-nistp521",
+        "sk-ssh-ed25519@openssh.com",
+        "sk-ecdsa-sha2-nistp256@openssh.com",
+    }
+)
+MAX_KEY_CHARS = 16384
+
+
+def parse_public_key(text: str) -> tuple[str, str]:
+    """The normalised key line ('type base64 [comment]') and its SHA256 fingerprint."""
+    parts = text.strip().split(maxsplit=2)
+    if len(text) > MAX_KEY_CHARS or len(parts) < 2 or parts[0] not in KEY_TYPES:
+        raise InvalidInput(
+            "that is not an SSH public key; paste one line such as the content of "
+            "~/.ssh/id_ed25519.pub (ssh-ed25519 AAAA… you@host)"
+        )
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+        (length,) = struct.unpack(">I", blob[:4])
+        inner_type = blob[4 : 4 + length].decode()
+    except (binascii.Error, struct.error, UnicodeDecodeError):
+        raise InvalidInput("the key's base64 part is damaged; copy the whole line again") from None
+    if inner_type != parts[0]:
+        raise InvalidInput(f"the key says {parts[0]} but holds a {inner_type} key")
+    # A comment must stay on one line: it ends up in authorized_keys and cloud-init YAML.
+    comment = " ".join(parts[2].split())[:200] if len(parts) > 2 else ""
+    digest = base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+    line = " ".join(p for p in (parts[0], parts[1], comment) if p)
+    return line, f"SHA256:{digest}"
+
+
+class SshKeys:
+    """Adding and listing users' SSH keys."""
+
+    def __init__(self, store: Store, clock: Clock) -> None:
+        self._store, self._clock = store, clock
+
+    async def add(self, actor: Actor, owner: str, text: str) -> tuple[SshKey, bool]:
+        """Store a key for `owner`; the key and whether it is new."""
+        line, fingerprint = parse_public_key(text)
+        key = SshKey(owner, fingerprint, line, self._clock())
+        async with self._store.transaction() as tx:
+            added = await tx.add_ssh_key(key)
+            if added:
+                await record(tx, key.created_at, actor, "ssh_key.added", owner, reason=fingerprint)
+        return key, added
+
+    async def list(self, owner: str) -> list[SshKey]:
+        """The owner's keys."""
+        async with self._store.read() as tx:
+            return await tx.ssh_keys(owner)
