@@ -21,13 +21,17 @@ import cli_client
 import settings as settings_module
 from api.app import ApiOptions, ApiServices, build_app
 from api.errors import CURRENT_REQUEST_ID
+from bot.app import SlackBot, SlackCredentials
+from bot.deps import BotConfig
 from provisioner.adapters.libvirt import LibvirtHypervisor
 from provisioner.adapters.store.engine import SqlStore
 from provisioner.approvals import Approvals
 from provisioner.audit import AuditTrail
 from provisioner.catalog import Catalog
+from provisioner.conversations import Conversations
 from provisioner.errors import ConfigError, ProvisionerError
 from provisioner.fleet import Fleet
+from provisioner.keys import SshKeys
 from provisioner.metrics import Metrics
 from provisioner.models import SYSTEM_ACTOR, Node, Role
 from provisioner.operations import OperationRunner
@@ -69,16 +73,41 @@ class System:
     approvals: Approvals
     tokens: Tokens
     audit: AuditTrail
+    bot: SlackBot | None
 
     def api(self) -> web.Application:
-        """The HTTP application over this system."""
+        """The HTTP application over this system (with the Slack endpoint when Slack is on)."""
         services = ApiServices(self.core, self.approvals, self.tokens, self.audit, self.metrics)
         options = ApiOptions(
             rate_per_second=self.settings.rate_limit,
             burst=self.settings.rate_burst,
             cors_origins=self.settings.cors_origins,
         )
-        return build_app(services, options)
+        app = build_app(services, options)
+        if self.bot is not None:
+            self.bot.mount(app)
+        return app
+
+
+def slack_bot(
+    settings: Settings, core: Provisioner, approvals: Approvals, store: SqlStore
+) -> SlackBot | None:
+    """The Slack edge, if Slack is configured."""
+    slack = settings.slack
+    if slack is None:
+        return None
+    credentials = SlackCredentials(
+        slack.bot_token, slack.signing_secret, slack.app_token, slack.api_url
+    )
+    config = BotConfig(slack.slash_command, slack.ops_channel, slack.ops_users)
+    return SlackBot(
+        credentials,
+        config,
+        core=core,
+        approvals=approvals,
+        conversations=Conversations(store, now),
+        keys=SshKeys(store, now),
+    )
 
 
 @asynccontextmanager
@@ -114,8 +143,9 @@ async def built(settings: Settings) -> AsyncIterator[System]:
         core = Provisioner(store, catalog, fleet, now, runner.wake)
         approvals = Approvals(store, now, runner.wake)
         tokens = Tokens(store, now)
+        bot = slack_bot(settings, core, approvals, store)
         yield System(
-            settings, store, fleet, metrics, runner, core, approvals, tokens, AuditTrail(store)
+            settings, store, fleet, metrics, runner, core, approvals, tokens, AuditTrail(store), bot
         )
     finally:
         await fleet.close()
@@ -126,28 +156,43 @@ async def serve(settings: Settings) -> None:
     """Run the API, the workers and the scheduler until SIGTERM or SIGINT, then drain."""
     async with built(settings) as system:
         await ensure_admin(system)
-        scheduler = AsyncIOScheduler(timezone="UTC")
-        scheduler.add_job(
-            system.core.expire_workspaces,
-            "interval",
-            seconds=60,
-            args=[SYSTEM_ACTOR],
-            max_instances=1,
-            coalesce=True,
-        )
+        scheduler = _scheduler(system)
         web_runner = web.AppRunner(system.api())
         await web_runner.setup()
         site = web.TCPSite(web_runner, settings.host, settings.port)
         await site.start()
         system.runner.start()
+        if system.bot is not None:
+            await system.bot.start()
         scheduler.start()
         log.info("serving on %s (worker %s)", settings.url, system.runner.worker)
         await _until_signalled()
         log.info("shutting down: draining operations for up to %g s", DRAIN_SECONDS)
         await site.stop()
         scheduler.shutdown(wait=False)
+        if system.bot is not None:
+            await system.bot.stop()
         await system.runner.stop(DRAIN_SECONDS)
         await web_runner.cleanup()
+
+
+def _scheduler(system: System) -> AsyncIOScheduler:
+    """Periodic jobs: expire workspaces, and remind owners before expiry when Slack is on.
+
+    APScheduler only triggers; the store decides (a delete or reminder happens once even
+    when several processes run the same job).
+    """
+    scheduler = AsyncIOScheduler(timezone="UTC")
+    jobs: list[tuple[Callable[..., Coroutine[Any, Any, Any]], int, list[Any]]] = [
+        (system.core.expire_workspaces, 60, [SYSTEM_ACTOR])
+    ]
+    if system.bot is not None:
+        jobs.append((system.bot.remind, 300, []))
+    for job, seconds, args in jobs:
+        scheduler.add_job(
+            job, "interval", seconds=seconds, args=args, max_instances=1, coalesce=True
+        )
+    return scheduler
 
 
 async def _until_signalled() -> None:

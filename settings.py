@@ -18,6 +18,19 @@ from provisioner.models import Capacity, Image, Node, Plan
 
 
 @dataclass(frozen=True)
+class SlackSettings:
+    """The Slack app, when it is configured (HTTP mode needs a signing secret)."""
+
+    bot_token: str
+    signing_secret: str | None
+    app_token: str | None
+    api_url: str
+    slash_command: str
+    ops_channel: str | None
+    ops_users: frozenset[str]
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the composition root needs to build the provisioner."""
 
@@ -36,6 +49,7 @@ class Settings:
     rate_limit: float = 20.0
     rate_burst: int = 40
     cors_origins: frozenset[str] = frozenset()
+    slack: SlackSettings | None = None
 
     @property
     def url(self) -> str:
@@ -87,6 +101,7 @@ def load(config_path: str | None = None, environ: Mapping[str, str] | None = Non
             pick("PROVISIONER_RATE_BURST", "rate_burst", 40), "PROVISIONER_RATE_BURST", 1, 100000
         ),
         cors_origins=_origins(pick("PROVISIONER_CORS_ORIGINS", "cors_origins", "")),
+        slack=_slack(env, config.get("slack") or {}),
     )
 
 
@@ -270,3 +285,37 @@ def _origins(raw: Any) -> frozenset[str]:
                 f"PROVISIONER_CORS_ORIGINS: {origin!r} is not an origin like https://host"
             )
     return origins
+
+
+def _slack(env: Mapping[str, str], raw: Any) -> SlackSettings | None:
+    """Slack settings, or None when no bot token is set (Slack off)."""
+    table = _table(raw, "slack")
+
+    def pick(name: str, key: str, default: str | None = None) -> str | None:
+        value = env.get(name, table.get(key, default))
+        return str(value) if value else None
+
+    token = pick("SLACK_BOT_TOKEN", "bot_token")
+    if token is None:
+        return None
+    secret = pick("SLACK_SIGNING_SECRET", "signing_secret")
+    app_token = pick("SLACK_APP_TOKEN", "app_token")
+    if not token.startswith("xoxb-"):
+        raise ConfigError("SLACK_BOT_TOKEN must be a bot token (xoxb-…)")
+    if app_token is not None and not app_token.startswith("xapp-"):
+        raise ConfigError("SLACK_APP_TOKEN must be an app-level token (xapp-…) for Socket Mode")
+    if secret is None and app_token is None:
+        raise ConfigError("SLACK_SIGNING_SECRET is required (or SLACK_APP_TOKEN for Socket Mode)")
+    command = pick("PROVISIONER_SLASH_COMMAND", "slash_command", "/workspace") or "/workspace"
+    if not command.startswith("/"):
+        raise ConfigError("PROVISIONER_SLASH_COMMAND must start with '/', like /workspace")
+    users = pick("PROVISIONER_OPS_USERS", "ops_users", "") or ""
+    return SlackSettings(
+        bot_token=token,
+        signing_secret=secret,
+        app_token=app_token,
+        api_url=pick("SLACK_API_URL", "api_url", "https://slack.com/api/") or "",
+        slash_command=command,
+        ops_channel=pick("PROVISIONER_OPS_CHANNEL", "ops_channel"),
+        ops_users=frozenset(u.strip() for u in users.split(",") if u.strip()),
+    )

@@ -48,6 +48,14 @@ class Approvals:
             items = await tx.list_approvals(state=state, after=cursor, limit=limit + 1)
         return Page.from_overfetch(items, limit, lambda item: item.id)
 
+    async def get(self, approval_id: str) -> Approval:
+        """One approval."""
+        async with self._store.read() as tx:
+            approval = await tx.get_approval(approval_id)
+        if approval is None:
+            raise NotFound(f"no approval {approval_id}")
+        return approval
+
     async def decide(
         self, actor: Actor, approval_id: str, *, approve: bool, reason: str | None = None
     ) -> Approval:

@@ -6,7 +6,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from provisioner.errors import InvalidInput, PermissionDenied
+from provisioner.errors import InvalidInput, PermissionDenied, UnknownReference
 from provisioner.models import Actor, Node, Plan
 
 NAME_RE = re.compile(r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")
@@ -85,3 +85,15 @@ def check_node(node: Node) -> None:
     cap = node.capacity
     if min(cap.vcpus, cap.memory_mib, cap.disk_gib) < 1:
         raise InvalidInput("capacity must give at least 1 vCPU, 1 MiB and 1 GiB")
+
+
+def login_name(owner: str) -> str:
+    """The owner's user name inside their workspaces: the e-mail's local part, made POSIX-safe."""
+    name = re.sub(r"[^a-z0-9_-]", "-", owner.split("@", 1)[0].lower()).strip("-")[:32]
+    return name if name[:1].isalpha() else f"u{name}"[:32]
+
+
+def check_playbooks(playbooks: tuple[str, ...]) -> None:
+    """UnknownReference for a playbook that is not configured (none are, yet)."""
+    if playbooks:
+        raise UnknownReference(f"unknown playbook {playbooks[0]!r}; none are configured")

@@ -14,7 +14,6 @@ from provisioner.errors import (
     InvalidInput,
     NotFound,
     ProvisionerError,
-    UnknownReference,
 )
 from provisioner.fleet import Fleet
 from provisioner.ids import new_id
@@ -35,6 +34,7 @@ from provisioner.requests import (
     CreateRequest,
     Idempotency,
     check_node,
+    check_playbooks,
     owner_for,
     ttl_hours,
     workspace_name,
@@ -84,10 +84,7 @@ class Provisioner:
         plan = self.catalog.plan(request.plan)
         image = self.catalog.image(request.image)
         ttl = ttl_hours(plan, request.ttl_hours)
-        if request.playbooks:
-            raise UnknownReference(
-                f"unknown playbook {request.playbooks[0]!r}; none are configured"
-            )
+        check_playbooks(request.playbooks)
         name = workspace_name(request.name, owner)
         size = Capacity(plan.vcpus, plan.memory_mib, plan.disk_gib)
         now = self._clock()
