@@ -37,6 +37,8 @@ class MessageSync:
     def __init__(self, deps: BotDeps) -> None:
         self._deps = deps
         self._last_update: dict[int, float] = {}
+        # One round at a time: two rounds at once would post the same approval twice.
+        self._round = asyncio.Lock()
 
     async def run_forever(self) -> None:
         """Sync, then sleep until woken or the interval passes; never dies of one bad round."""
@@ -54,12 +56,13 @@ class MessageSync:
 
     async def sync_once(self) -> None:
         """One round: post new approval requests, then bring changed messages up to date."""
-        await self._post_new_approvals()
-        for message in await self._deps.conversations.to_sync():
-            if message.subject_kind == "operation":
-                await self._sync_operation(message)
-            else:
-                await self._sync_approval(message)
+        async with self._round:
+            await self._post_new_approvals()
+            for message in await self._deps.conversations.to_sync():
+                if message.subject_kind == "operation":
+                    await self._sync_operation(message)
+                else:
+                    await self._sync_approval(message)
 
     async def _sync_operation(self, message: ChatMessage) -> None:
         """Thread lines for finished steps, the parent message, and the final DM."""

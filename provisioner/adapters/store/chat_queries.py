@@ -87,10 +87,10 @@ class ChatQueries(QueriesBase):
             .where(chat_messages.c.subject_kind == "approval", ~chat_messages.c.done)
             .where(sa.or_(never, approvals.c.decided_at > chat_messages.c.synced_at))
         )
-        rows = await self.conn.execute(
-            sa.union_all(op_changed, approval_changed).order_by("id").limit(limit)
-        )
-        return [_to_message(row) for row in rows]
+        found = []
+        for query in (op_changed, approval_changed):
+            found += [_to_message(row) for row in await self.conn.execute(query.limit(limit))]
+        return sorted(found, key=lambda message: message.id)[:limit]
 
     async def update_chat_message(
         self, message_id: int, *, posted_steps: tuple[str, ...], synced_at: datetime, done: bool
