@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from collections.abc import AsyncIterator
 
 import libvirt
@@ -141,3 +142,19 @@ async def test_approval_buttons_decide_once_and_only_for_ops(world: SlackWorld) 
     page = await world.system.core.list_workspaces(ADMIN, name="big")
     assert [w.state.value for w in page.items] == ["running"]
     assert any("approved" in m.text.lower() for m in world.fake.dms(DEV))
+
+
+def test_manifest_points_every_feature_at_the_one_endpoint() -> None:
+    import yaml
+
+    manifest = yaml.safe_load((Path(__file__).parent.parent / "slack-manifest.yml").read_text())
+    urls = {
+        manifest["features"]["slash_commands"][0]["url"],
+        manifest["settings"]["event_subscriptions"]["request_url"],
+        manifest["settings"]["interactivity"]["request_url"],
+    }
+    assert len(urls) == 1 and urls.pop().endswith("/slack/events")
+    assert manifest["features"]["slash_commands"][0]["command"] == "/workspace"
+    assert manifest["settings"]["event_subscriptions"]["bot_events"] == ["app_home_opened"]
+    scopes = set(manifest["oauth_config"]["scopes"]["bot"])
+    assert {"commands", "chat:write", "im:write", "users:read", "users:read.email"} <= scopes
