@@ -100,3 +100,41 @@ def test_serve_refuses_an_unreachable_database(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "PROVISIONER_DATABASE_URL" in result.stderr.strip().splitlines()[-1]
+
+
+def test_slack_is_off_without_a_bot_token_and_on_with_one() -> None:
+    assert settings.load(None, {}).slack is None
+    slack = settings.load(
+        None,
+        {
+            "SLACK_BOT_TOKEN": "xoxb-1",
+            "SLACK_SIGNING_SECRET": "s",
+            "PROVISIONER_OPS_USERS": "U1, U2",
+            "PROVISIONER_OPS_CHANNEL": "C9",
+        },
+    ).slack
+    assert slack is not None and slack.ops_users == {"U1", "U2"} and slack.ops_channel == "C9"
+    assert (slack.slash_command, slack.api_url) == ("/workspace", "https://slack.com/api/")
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"SLACK_BOT_TOKEN": "xoxb-1"}, "SLACK_SIGNING_SECRET"),
+        ({"SLACK_BOT_TOKEN": "xoxp-user", "SLACK_SIGNING_SECRET": "s"}, "SLACK_BOT_TOKEN"),
+        ({"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_APP_TOKEN": "nope"}, "SLACK_APP_TOKEN"),
+        (
+            {
+                "SLACK_BOT_TOKEN": "xoxb-1",
+                "SLACK_SIGNING_SECRET": "s",
+                "PROVISIONER_SLASH_COMMAND": "ws",
+            },
+            "PROVISIONER_SLASH_COMMAND",
+        ),
+        ({"PROVISIONER_CORS_ORIGINS": "ftp://x"}, "PROVISIONER_CORS_ORIGINS"),
+    ],
+)
+def test_wrong_slack_settings_name_the_setting(env: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        settings.load(None, env)
+    assert named in caught.value.message
