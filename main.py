@@ -144,6 +144,8 @@ async def built(settings: Settings) -> AsyncIterator[System]:
         approvals = Approvals(store, now, runner.wake)
         tokens = Tokens(store, now)
         bot = slack_bot(settings, core, approvals, store)
+        if bot is not None:
+            runner.on_progress(bot.deps.wake_sync.set)
         yield System(
             settings, store, fleet, metrics, runner, core, approvals, tokens, AuditTrail(store), bot
         )

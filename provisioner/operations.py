@@ -66,6 +66,16 @@ class OperationRunner:
         self._claims: dict[str, Claim] = {}
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._listeners: list[Callable[[], None]] = []
+
+    def on_progress(self, listener: Callable[[], None]) -> None:
+        """Call `listener` (cheap, synchronous) after each recorded step and final state."""
+        self._listeners.append(listener)
+
+    def _progressed(self) -> None:
+        """Tell listeners something changed (they read the store themselves)."""
+        for listener in self._listeners:
+            listener()
 
     def wake(self) -> None:
         """Look for new work now instead of at the next poll."""
@@ -321,6 +331,7 @@ class OperationRunner:
                     operation_id=op.id,
                     reason=error,
                 )
+        self._progressed()
         log.info(
             "operation %s (%s) %s%s",
             op.id,
@@ -335,6 +346,7 @@ class OperationRunner:
         async with self._store.transaction() as tx:
             if not await tx.record_step(claim, step):
                 raise LeaseLost(f"operation {claim.operation.id} was taken over")
+        self._progressed()
 
     async def _release(self, claim: Claim) -> None:
         """Hand a claim back at shutdown so the next worker need not wait for the lease."""
