@@ -66,9 +66,12 @@ class BotDeps:
 
     async def post_status(self, channel: str, user_id: str, op: Operation, ws: Workspace) -> None:
         """Post the one status message of a request and have the sync loop keep it true."""
-        text, blocks = views.status_message(op, ws, user_id)
-        posted_channel, ts = await self.post(channel, user_id, text, blocks)
-        await self.conversations.remember(
-            "operation", op.id, channel=posted_channel, ts=ts, chat_user=user_id
-        )
+        # A replayed request (same trigger or form) already has its message.
+        if await self.conversations.message_for("operation", op.id) is None:
+            text, blocks = views.status_message(op, ws, user_id)
+            posted_channel, ts = await self.post(channel, user_id, text, blocks)
+            if not await self.conversations.remember(
+                "operation", op.id, channel=posted_channel, ts=ts, chat_user=user_id
+            ):
+                await self.client.chat_delete(channel=posted_channel, ts=ts)
         self.wake_sync.set()

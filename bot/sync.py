@@ -144,13 +144,15 @@ class MessageSync:
             answer = await deps.client.chat_postMessage(
                 channel=deps.config.ops_channel, text=text, blocks=blocks
             )
-            await deps.conversations.remember(
+            posted = await deps.conversations.remember(
                 "approval",
                 approval.id,
                 channel=str(answer["channel"]),
                 ts=str(answer["ts"]),
                 chat_user=requester_id or "",
             )
+            if not posted:  # another process posted it first
+                await deps.client.chat_delete(channel=str(answer["channel"]), ts=str(answer["ts"]))
 
     async def _sync_approval(self, message: ChatMessage) -> None:
         """Once decided: show who decided and when, drop the buttons, tell the requester."""
@@ -168,9 +170,8 @@ class MessageSync:
             channel=message.channel, ts=message.ts, text=text, blocks=blocks
         )
         if requester_id and approval.state != ApprovalState.WITHDRAWN:
-            await deps.client.chat_postMessage(
-                channel=await deps.dm_channel(requester_id), text=text
-            )
+            dm = await deps.dm_channel(requester_id)
+            await deps.client.chat_postMessage(channel=dm, text=text, blocks=blocks)
         version = approval.decided_at or approval.created_at
         await deps.conversations.synced(message, version=version, posted_steps=(), done=True)
 

@@ -71,7 +71,9 @@ class Approvals:
                     "you cannot decide on your own request; ask another operator"
                 )
             if not await tx.decide_approval(approval_id, state, actor.name, reason, now):
-                raise Conflict(_already(approval), code="already_decided")
+                # Read again: the first read may predate the decision that just won.
+                current = await tx.get_approval(approval_id)
+                raise Conflict(_already(current or approval), code="already_decided")
             op = await tx.get_operation(approval.operation_id)
             assert op is not None
             if approve:
@@ -113,4 +115,6 @@ def _already(approval: Approval) -> str:
     """Why a second decision is refused."""
     if approval.state == ApprovalState.PENDING:
         return "another operator decided at the same moment"
+    if approval.state == ApprovalState.WITHDRAWN or approval.decided_by is None:
+        return "this request was withdrawn by the requester"
     return f"already {approval.state.value} by {approval.decided_by}"

@@ -19,10 +19,10 @@ class Conversations:
 
     async def remember(
         self, kind: str, subject_id: str, *, channel: str, ts: str, chat_user: str
-    ) -> None:
-        """Note that the message (channel, ts) mirrors `subject_id` for `chat_user`."""
+    ) -> bool:
+        """Note that (channel, ts) mirrors `subject_id`; False if another message already does."""
         async with self._store.transaction() as tx:
-            await tx.add_chat_message(
+            return await tx.add_chat_message(
                 kind, subject_id, channel=channel, ts=ts, chat_user=chat_user, now=self._clock()
             )
 

@@ -15,17 +15,18 @@ from provisioner.models import Actor, SshKey
 from provisioner.ports import Store
 
 Clock = Callable[[], datetime]
-KEY_TYPES = frozenset(
-    {
-        "ssh-ed25519",
-        "ssh-rsa",
-        "ecdsa-sha2-nistp256",
-        "ecdsa-sha2-nistp384",
-        "ecdsa-sha2-nistp521",
-        "sk-ssh-ed25519@openssh.com",
-        "sk-ecdsa-sha2-nistp256@openssh.com",
-    }
-)
+# How many length-prefixed fields follow the type name in each key type's blob (RFC 4253,
+# RFC 5656, RFC 8709, OpenSSH PROTOCOL.u2f), and a fixed field size where there is one.
+KEY_FIELDS: dict[str, tuple[int, int | None]] = {
+    "ssh-ed25519": (1, 32),
+    "ssh-rsa": (2, None),
+    "ecdsa-sha2-nistp256": (2, None),
+    "ecdsa-sha2-nistp384": (2, None),
+    "ecdsa-sha2-nistp521": (2, None),
+    "sk-ssh-ed25519@openssh.com": (2, 32),
+    "sk-ecdsa-sha2-nistp256@openssh.com": (3, None),
+}
+KEY_TYPES = frozenset(KEY_FIELDS)
 MAX_KEY_CHARS = 16384
 
 
@@ -39,17 +40,34 @@ def parse_public_key(text: str) -> tuple[str, str]:
         )
     try:
         blob = base64.b64decode(parts[1], validate=True)
-        (length,) = struct.unpack(">I", blob[:4])
-        inner_type = blob[4 : 4 + length].decode()
-    except (binascii.Error, struct.error, UnicodeDecodeError):
+        fields = _wire_strings(blob)
+        inner_type = fields[0].decode()
+    except (binascii.Error, ValueError, IndexError, UnicodeDecodeError):
         raise InvalidInput("the key's base64 part is damaged; copy the whole line again") from None
     if inner_type != parts[0]:
         raise InvalidInput(f"the key says {parts[0]} but holds a {inner_type} key")
+    count, size = KEY_FIELDS[inner_type]
+    if len(fields) != 1 + count or (size is not None and len(fields[1]) != size):
+        raise InvalidInput("the key is incomplete; copy the whole line again")
     # A comment must stay on one line: it ends up in authorized_keys and cloud-init YAML.
     comment = " ".join(parts[2].split())[:200] if len(parts) > 2 else ""
     digest = base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
     line = " ".join(p for p in (parts[0], parts[1], comment) if p)
     return line, f"SHA256:{digest}"
+
+
+def _wire_strings(blob: bytes) -> list[bytes]:
+    """Split an SSH wire-format blob into its length-prefixed strings; ValueError if ragged."""
+    fields, at = [], 0
+    while at < len(blob):
+        if at + 4 > len(blob):
+            raise ValueError("truncated length")
+        (length,) = struct.unpack(">I", blob[at : at + 4])
+        if at + 4 + length > len(blob):
+            raise ValueError("truncated field")
+        fields.append(blob[at + 4 : at + 4 + length])
+        at += 4 + length
+    return fields
 
 
 class SshKeys:

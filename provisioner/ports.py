@@ -275,7 +275,7 @@ class Transaction(Protocol):
 
     async def add_chat_message(
         self, kind: str, subject_id: str, *, channel: str, ts: str, chat_user: str, now: datetime
-    ) -> None:
+    ) -> bool:
         """Remember the chat message that mirrors a subject (the first one wins)."""
         ...
 

@@ -42,7 +42,7 @@ class ChatQueries(QueriesBase):
 
     async def add_chat_message(
         self, kind: str, subject_id: str, *, channel: str, ts: str, chat_user: str, now: datetime
-    ) -> None:
+    ) -> bool:
         """Remember the message that mirrors a subject (the first one wins)."""
         try:
             async with self.conn.begin_nested():
@@ -59,7 +59,8 @@ class ChatQueries(QueriesBase):
                     )
                 )
         except exc.IntegrityError:
-            return
+            return False
+        return True
 
     async def chat_message(self, kind: str, subject_id: str) -> ChatMessage | None:
         """The message that mirrors this subject, if any."""
