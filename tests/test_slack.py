@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import libvirt
 import pytest
