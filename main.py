@@ -140,7 +140,7 @@ async def built(settings: Settings) -> AsyncIterator[System]:
             concurrency=settings.workers,
             fault_point=settings.fault_point,
         )
-        core = Provisioner(store, catalog, fleet, now, runner.wake)
+        core = Provisioner(store, catalog, fleet, now, runner.wake, quota=settings.quota)
         approvals = Approvals(store, now, runner.wake)
         tokens = Tokens(store, now)
         bot = slack_bot(settings, core, approvals, store)

@@ -8,13 +8,13 @@ import json
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from provisioner.catalog import DEFAULT_IMAGES, DEFAULT_NODES, DEFAULT_PLANS
 from provisioner.errors import ConfigError
-from provisioner.models import Capacity, Image, Node, Plan
+from provisioner.models import Capacity, Image, Node, Plan, Quota
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,7 @@ class Settings:
     rate_burst: int = 40
     cors_origins: frozenset[str] = frozenset()
     slack: SlackSettings | None = None
+    quota: Quota = field(default_factory=Quota)
 
     @property
     def url(self) -> str:
@@ -102,6 +103,20 @@ def load(config_path: str | None = None, environ: Mapping[str, str] | None = Non
         ),
         cors_origins=_origins(pick("PROVISIONER_CORS_ORIGINS", "cors_origins", "")),
         slack=_slack(env, config.get("slack") or {}),
+        quota=Quota(
+            _number(
+                pick("PROVISIONER_QUOTA_WORKSPACES", "quota_workspaces", 0),
+                "PROVISIONER_QUOTA_WORKSPACES",
+                0,
+                100000,
+            ),
+            _number(
+                pick("PROVISIONER_QUOTA_VCPUS", "quota_vcpus", 0),
+                "PROVISIONER_QUOTA_VCPUS",
+                0,
+                1000000,
+            ),
+        ),
     )
 
 

@@ -138,9 +138,10 @@ class MessageSync:
             if await deps.conversations.message_for("approval", approval.id) is not None:
                 continue
             ws, requester_id = await self._subject(approval)
-            text, blocks = views.approval_request(
-                approval, ws, mention(requester_id, approval.requested_by)
-            )
+            op = await deps.core.get_operation(SYSTEM_ACTOR, approval.operation_id)
+            why = str(op.params.get("approval_reason") or "this request needs an operator")
+            who = mention(requester_id, approval.requested_by)
+            text, blocks = views.approval_request(approval, ws, who, why)
             answer = await deps.client.chat_postMessage(
                 channel=deps.config.ops_channel, text=text, blocks=blocks
             )

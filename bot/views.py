@@ -150,15 +150,18 @@ def ready_message(ws: Workspace) -> tuple[str, list[Block]]:
     return text, blocks
 
 
-def approval_request(approval: Approval, ws: Workspace, requester: str) -> tuple[str, list[Block]]:
-    """The ops-channel message asking for a decision."""
-    text = f"Approval needed: {ws.name} ({ws.plan}) for {requester}"
+def approval_request(
+    approval: Approval, ws: Workspace, requester: str, why: str
+) -> tuple[str, list[Block]]:
+    """The ops-channel message asking for a decision, and why one is needed."""
+    text = f"Approval needed: {ws.name} ({ws.plan}) for {requester}: {why}"
     return text, [
         section(
             f":raising_hand: {requester} requests workspace *{ws.name}* "
             f"(plan *{ws.plan}*, image {ws.image}, expires {when(ws.expires_at)})",
             block_id=f"request:{approval.id}",
         ),
+        context(f"Needs approval: {why}"),
         {
             "type": "actions",
             "block_id": f"approval:{approval.id}",

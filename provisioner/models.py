@@ -133,6 +133,22 @@ class Plan:
 
 
 @dataclass(frozen=True)
+class Quota:
+    """What one owner may hold before further requests need an operator's approval (0: no limit)."""
+
+    max_workspaces: int = 0
+    max_vcpus: int = 0
+
+    def exceeded_by(self, count: int, vcpus: int) -> str | None:
+        """Why an owner holding `count` workspaces and `vcpus` would be over quota, or None."""
+        if self.max_workspaces and count > self.max_workspaces:
+            return f"over quota: {count} workspaces (quota {self.max_workspaces})"
+        if self.max_vcpus and vcpus > self.max_vcpus:
+            return f"over quota: {vcpus} vCPUs (quota {self.max_vcpus})"
+        return None
+
+
+@dataclass(frozen=True)
 class Image:
     """A base image that workspaces boot from."""
 

@@ -143,6 +143,10 @@ class Transaction(Protocol):
         """Change a workspace if its state is in `expect`; None if not."""
         ...
 
+    async def owner_usage(self, owner: str) -> tuple[int, Capacity]:
+        """How many live workspaces an owner holds, and their resources."""
+        ...
+
     async def usage_by_node(self) -> dict[str, Capacity]:
         """Resources taken by live workspaces, per node."""
         ...

@@ -26,6 +26,8 @@ from provisioner.models import (
     OperationKind,
     OperationState,
     Page,
+    Plan,
+    Quota,
     Workspace,
     WorkspaceState,
 )
@@ -72,8 +74,11 @@ class Provisioner:
         fleet: Fleet,
         clock: Clock,
         wake_workers: Callable[[], None],
+        *,
+        quota: Quota | None = None,
     ) -> None:
         self.catalog = catalog
+        self._quota = quota or Quota()
         self._store, self._fleet, self._clock, self._wake = store, fleet, clock, wake_workers
 
     async def create_workspace(
@@ -96,7 +101,8 @@ class Provisioner:
                 if replay is not None:
                     return replay
             node = self._fleet.place(size, await tx.usage_by_node())
-            gated = plan.requires_approval
+            why_gated = await self._approval_reason(tx, plan, owner)
+            gated = why_gated is not None
             ws_id = new_id("ws")
             ws = Workspace(
                 id=ws_id,
@@ -112,7 +118,9 @@ class Provisioner:
                 expires_at=now + timedelta(hours=ttl),
             )
             await tx.insert_workspace(ws, size)
-            op = await self._enqueue(tx, actor, ws, OperationKind.CREATE, awaiting_approval=gated)
+            op = await self._enqueue(
+                tx, actor, ws, OperationKind.CREATE, awaiting_approval=gated, why=why_gated
+            )
             if gated:
                 await request_approval(tx, actor, op, now)
             await record(
@@ -128,6 +136,13 @@ class Provisioner:
                 )
         self._wake()
         return ws, op
+
+    async def _approval_reason(self, tx: Transaction, plan: Plan, owner: str) -> str | None:
+        """Why a new workspace of `plan` for `owner` needs approval, or None if it does not."""
+        if plan.requires_approval:
+            return f"plan {plan.name} requires approval"
+        count, held = await tx.owner_usage(owner)
+        return self._quota.exceeded_by(count + 1, held.vcpus + plan.vcpus)
 
     async def _replay(
         self, tx: Transaction, actor: Actor, idempotency: Idempotency
@@ -371,6 +386,7 @@ class Provisioner:
         kind: OperationKind,
         *,
         awaiting_approval: bool = False,
+        why: str | None = None,
     ) -> Operation:
         """Record a new operation on `ws` for the workers, and audit it."""
         now = self._clock()
@@ -382,6 +398,7 @@ class Provisioner:
             requested_by=actor.name,
             created_at=now,
             updated_at=now,
+            params={"approval_reason": why} if why else {},
         )
         await tx.insert_operation(op)
         await record(

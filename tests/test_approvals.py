@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+import main
 from main import System
+from provisioner.models import Actor, Quota, Role
+from provisioner.requests import CreateRequest
+from settings import Settings
 from tests.test_api_workspaces import wait_operation
 
 Client = TestClient[object, object]
@@ -111,3 +116,24 @@ async def test_deleting_a_waiting_request_withdraws_its_approval(
     assert listing["approvals"] == []
     resp = await client.post(f"/v1/approvals/{approval['id']}/approve", headers=ops)
     assert resp.status == 409
+
+
+async def test_over_quota_requests_wait_for_approval(settings: Settings) -> None:
+    limited = replace(settings, quota=Quota(max_workspaces=2, max_vcpus=3))
+    async with main.built(limited) as system:
+
+        async def ask(owner: str, plan: str) -> tuple[str, str | None]:
+            who = Actor(owner, Role.DEVELOPER, "test", owner_scope=owner)
+            ws, op = await system.core.create_workspace(who, CreateRequest(plan, "debian-12"))
+            return ws.state.value, op.params.get("approval_reason")
+
+        assert await ask("dana", "small") == ("provisioning", None)
+        assert await ask("dana", "small") == ("provisioning", None)
+        assert await ask("dana", "small") == (
+            "awaiting_approval",
+            "over quota: 3 workspaces (quota 2)",
+        )
+        assert await ask("carl", "medium") == ("provisioning", None)
+        assert await ask("carl", "medium") == ("awaiting_approval", "over quota: 4 vCPUs (quota 3)")
+        assert await ask("bob", "large") == ("awaiting_approval", "plan large requires approval")
+        assert len((await system.approvals.list()).items) == 3

@@ -117,7 +117,9 @@ async def test_approval_buttons_decide_once_and_only_for_ops(world: SlackWorld) 
     await world.command("create big plan=large")
     await world.settle()
     [request] = top_level(world, OPS_CHANNEL)
-    buttons = request.blocks[1]["elements"]
+    [actions] = [block for block in request.blocks if block["type"] == "actions"]
+    buttons = actions["elements"]
+    assert "plan large requires approval" in request.text
     assert [(b["text"]["text"], b.get("style")) for b in buttons] == [
         ("Approve", "primary"),
         ("Deny", "danger"),

@@ -120,6 +120,20 @@ class WorkspaceQueries(QueriesBase):
             return None
         return await self.get_workspace(workspace_id)
 
+    async def owner_usage(self, owner: str) -> tuple[int, Capacity]:
+        """How many live workspaces an owner holds, and their resources."""
+        query = sa.select(
+            sa.func.count(),
+            sa.func.coalesce(sa.func.sum(workspaces.c.vcpus), 0),
+            sa.func.coalesce(sa.func.sum(workspaces.c.memory_mib), 0),
+            sa.func.coalesce(sa.func.sum(workspaces.c.disk_gib), 0),
+        ).where(
+            workspaces.c.owner == owner,
+            workspaces.c.state.in_([s.value for s in LIVE_WORKSPACE_STATES]),
+        )
+        count, vcpus, memory, disk = (await self.conn.execute(query)).one()
+        return int(count), Capacity(int(vcpus), int(memory), int(disk))
+
     async def usage_by_node(self) -> dict[str, Capacity]:
         """Resources held by live workspaces, per node."""
         query = (
