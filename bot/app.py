@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
@@ -27,11 +28,14 @@ from bot.sync import MessageSync
 from bot.tasks import TaskSet
 from provisioner.approvals import Approvals
 from provisioner.conversations import Conversations
-from provisioner.errors import InvalidInput
+from provisioner.errors import ConfigError, InvalidInput
 from provisioner.keys import SshKeys
 from provisioner.service import Provisioner
 
 log = logging.getLogger(__name__)
+REFUSED_TOKEN = frozenset(
+    {"invalid_auth", "not_authed", "not_allowed_token_type", "token_revoked", "account_inactive"}
+)
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,7 @@ class SlackBot:
         interactions.Interactions(self.deps, self.tasks, self.sync).register(self.bolt)
         self._sync_task: asyncio.Task[None] | None = None
         self._socket: AsyncSocketModeHandler | None = None
+        self._connect_task: asyncio.Task[None] | None = None
 
     def _register_command(self) -> None:
         """The slash command: parse (pure, instant), ack, then work in the background."""
@@ -122,9 +127,27 @@ class SlackBot:
     async def start(self) -> None:
         """Start the sync loop, and Socket Mode when an app token is set."""
         self._sync_task = asyncio.create_task(self.sync.run_forever(), name="slack-sync")
-        if self._credentials.app_token:
-            self._socket = AsyncSocketModeHandler(self.bolt, self._credentials.app_token)
-            await self._socket.connect_async()  # type: ignore[no-untyped-call]
+        app_token = self._credentials.app_token
+        if app_token:
+            await self._check_app_token(app_token)
+            self._socket = AsyncSocketModeHandler(self.bolt, app_token)
+            # slack-sdk retries a failed connect forever: keep it off the start-up path.
+            self._connect_task = asyncio.create_task(
+                self._socket.connect_async(),  # type: ignore[no-untyped-call]
+                name="slack-socket-connect",
+            )
+
+    async def _check_app_token(self, app_token: str) -> None:
+        """ConfigError now for a token Slack refuses; an outage only delays the connection."""
+        try:
+            await self.deps.client.apps_connections_open(app_token=app_token)
+        except SlackApiError as error:
+            code = error.response.get("error")
+            if code in REFUSED_TOKEN:
+                raise ConfigError(f"SLACK_APP_TOKEN was refused by Slack ({code})") from None
+            log.warning("Slack Socket Mode not reachable yet (%s); will keep trying", code)
+        except (OSError, TimeoutError) as error:
+            log.warning("Slack Socket Mode not reachable yet (%s); will keep trying", error)
 
     async def stop(self) -> None:
         """Finish handed-off work, stop the loop and Socket Mode."""
@@ -133,6 +156,10 @@ class SlackBot:
             self._sync_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sync_task
+        if self._connect_task is not None:
+            self._connect_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connect_task
         if self._socket is not None:
             await self._socket.close_async()  # type: ignore[no-untyped-call]
 

@@ -11,6 +11,14 @@ Usage::
 
 Or serve ``fake.app`` with pytest-aiohttp's ``aiohttp_server`` and set
 ``fake.base_url = str(server.make_url("")).rstrip("/")``.
+
+Socket Mode: ``apps.connections.open`` (app-level ``xapp-`` token) hands out a loopback
+``ws://…/link?ticket=…`` URL; the fake says ``hello`` there, answers pings, and lets a test
+push envelopes and read the client's acks::
+
+    envelope = FakeSlack.socket_envelope("slash_commands", sp.slash_command("help"))
+    envelope_id = await fake.socket_send(envelope)
+    ack = await fake.socket_ack(envelope_id, timeout=3.0)   # {"envelope_id": …, "payload"?: …}
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from types import MappingProxyType
 from typing import Any, Self
 from urllib.parse import parse_qsl
 
-from aiohttp import web
+from aiohttp import WSCloseCode, WSMsgType, web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 Json = dict[str, Any]
@@ -250,6 +258,46 @@ def _view_error(view: Any) -> Json | None:
     return None
 
 
+@dataclass
+class SocketAck:
+    """One JSON frame with an ``envelope_id`` the client sent back over the socket."""
+
+    envelope_id: str
+    body: Json
+    at: float
+    sent_at: float | None = None
+
+    @property
+    def latency(self) -> float | None:
+        """Seconds from the fake sending the envelope to the ack arriving (None: unknown id)."""
+        return None if self.sent_at is None else self.at - self.sent_at
+
+    @property
+    def payload(self) -> Json | None:
+        """The response payload the ack carried, if any."""
+        payload = self.body.get("payload")
+        return payload if isinstance(payload, dict) else None
+
+
+@dataclass
+class SocketConnection:
+    """One WebSocket connection a client opened on ``/link``."""
+
+    ticket: str
+    ws: web.WebSocketResponse = field(repr=False)
+    opened_at: float
+    closed_at: float | None = None
+    close_code: int | None = None
+    pings: int = 0
+    sent: list[Json] = field(default_factory=list)
+    received: list[Any] = field(default_factory=list)
+
+    @property
+    def open(self) -> bool:
+        """Whether the connection is still up."""
+        return self.closed_at is None and not self.ws.closed
+
+
 class FakeSlack:
     """An aiohttp app answering like slack.com/api/* and hooks.slack.com response_urls."""
 
@@ -309,6 +357,7 @@ class FakeSlack:
             "users.lookupByEmail": self._users_lookup_by_email,
         }
         self.app = web.Application()
+        self._setup_socket_mode()
         self.app.router.add_get("/api/{method}", self._api)
         self.app.router.add_post("/api/{method}", self._api)
         self.app.router.add_post("/response_url/{rid}", self._response_url)
@@ -963,3 +1012,244 @@ class FakeSlack:
             if email and str(user["profile"].get("email", "")).lower() == email:
                 return {"ok": True, "user": user}
         return _error("users_not_found")
+
+    # ----- Socket Mode ------------------------------------------------------------------
+
+    SOCKET_ENVELOPE_TYPES = frozenset({"slash_commands", "interactive", "events_api"})
+    RESPONSE_PAYLOAD_INTERACTIONS = frozenset({"view_submission", "block_suggestion"})
+
+    def _setup_socket_mode(self) -> None:
+        """State and routes for apps.connections.open and the ``/link`` WebSocket."""
+        self._tickets: dict[str, str] = {}
+        self._socket_connections: list[SocketConnection] = []
+        self._socket_sent: dict[str, float] = {}
+        self._socket_acks: list[SocketAck] = []
+        self.app.router.add_post("/api/apps.connections.open", self._apps_connections_open)
+        self.app.router.add_get("/api/apps.connections.open", self._apps_connections_open)
+        self.app.router.add_get("/link", self._socket_link)
+        self.app.on_shutdown.append(self._close_sockets)
+
+    @staticmethod
+    def socket_payload(body: str | Json) -> Json:
+        """An HTTP body from ``slack_payloads`` as the dict Socket Mode carries instead.
+
+        Slash commands: the form fields (strings); interactivity: the ``payload`` JSON;
+        events: the ``event_callback`` JSON. A dict is returned as is.
+        """
+        if isinstance(body, dict):
+            return body
+        if body.lstrip().startswith("{"):
+            data = json.loads(body)
+        else:
+            form = dict(parse_qsl(body, keep_blank_values=True))
+            data = json.loads(form["payload"]) if "payload" in form else form
+        if not isinstance(data, dict):
+            raise ValueError("a Slack payload is a JSON object")
+        return data
+
+    @classmethod
+    def socket_envelope(
+        cls,
+        kind: str,
+        payload: str | Json,
+        *,
+        envelope_id: str | None = None,
+        accepts_response_payload: bool | None = None,
+        retry_attempt: int | None = None,
+        retry_reason: str | None = None,
+    ) -> Json:
+        """A Socket Mode envelope as Slack sends it (``payload`` may be an HTTP body string).
+
+        Slash commands, view submissions and block suggestions accept a response payload;
+        events_api envelopes carry ``retry_attempt``/``retry_reason`` (0 and "" by default).
+        """
+        if kind not in cls.SOCKET_ENVELOPE_TYPES:
+            raise ValueError(f"unknown envelope type {kind!r}")
+        data = cls.socket_payload(payload)
+        if accepts_response_payload is None:
+            accepts_response_payload = kind == "slash_commands" or (
+                kind == "interactive" and data.get("type") in cls.RESPONSE_PAYLOAD_INTERACTIONS
+            )
+        envelope: Json = {
+            "envelope_id": envelope_id or _new_envelope_id(),
+            "payload": data,
+            "type": kind,
+            "accepts_response_payload": accepts_response_payload,
+        }
+        if kind == "events_api" or retry_attempt is not None or retry_reason is not None:
+            envelope["retry_attempt"] = retry_attempt or 0
+            envelope["retry_reason"] = retry_reason or ""
+        return envelope
+
+    @property
+    def socket_connections(self) -> list[SocketConnection]:
+        """Every ``/link`` connection so far, oldest first (closed ones included)."""
+        return list(self._socket_connections)
+
+    @property
+    def socket_acks(self) -> list[SocketAck]:
+        """Every ack the clients sent, oldest first."""
+        return list(self._socket_acks)
+
+    def _open_socket(self) -> SocketConnection | None:
+        """The newest connection still up."""
+        live = [c for c in self._socket_connections if c.open]
+        return live[-1] if live else None
+
+    async def socket_connected(self, count: int = 1, timeout: float = 5.0) -> SocketConnection:
+        """Wait until `count` connections were opened and one is up; the newest live one."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            live = self._open_socket()
+            if live is not None and len(self._socket_connections) >= count:
+                return live
+            if loop.time() >= deadline:
+                raise TimeoutError(
+                    f"{len(self._socket_connections)} of {count} Socket Mode connections "
+                    f"in {timeout}s, live: {live is not None}"
+                )
+            await asyncio.sleep(0.005)
+
+    async def _socket_send_json(self, message: Json, conn: SocketConnection | None) -> None:
+        """Send one JSON frame on `conn` (default: the newest live connection)."""
+        target = conn or self._open_socket()
+        if target is None:
+            raise RuntimeError("no Socket Mode connection is open")
+        target.sent.append(message)
+        await target.ws.send_str(json.dumps(message, separators=(",", ":")))
+
+    async def socket_send(
+        self, envelope: Json, *, connection: SocketConnection | None = None
+    ) -> str:
+        """Push an envelope to the client; returns its envelope_id (acks are timed from now)."""
+        envelope_id = str(envelope["envelope_id"])
+        self._socket_sent[envelope_id] = time.monotonic()
+        await self._socket_send_json(envelope, connection)
+        return envelope_id
+
+    async def socket_ack(self, envelope_id: str, timeout: float = 3.0) -> Json:
+        """The first ack for `envelope_id`, waiting up to `timeout`; TimeoutError if none."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            for ack in self._socket_acks:
+                if ack.envelope_id == envelope_id:
+                    return ack.body
+            if loop.time() >= deadline:
+                seen = [a.envelope_id for a in self._socket_acks]
+                raise TimeoutError(f"no ack for {envelope_id} in {timeout}s; acks: {seen}")
+            await asyncio.sleep(0.002)
+
+    def socket_ack_of(self, envelope_id: str) -> SocketAck | None:
+        """The first recorded ack for `envelope_id` (with timing), if any."""
+        return next((a for a in self._socket_acks if a.envelope_id == envelope_id), None)
+
+    async def socket_disconnect(
+        self, reason: str = "refresh_requested", *, connection: SocketConnection | None = None
+    ) -> None:
+        """Send Slack's ``disconnect`` message (the client should reconnect on a new URL)."""
+        message: Json = {
+            "type": "disconnect",
+            "reason": reason,
+            "debug_info": {"host": "applink-fake"},
+        }
+        await self._socket_send_json(message, connection)
+
+    async def socket_drop(
+        self, code: int = WSCloseCode.GOING_AWAY, *, connection: SocketConnection | None = None
+    ) -> None:
+        """Close a connection from the server side."""
+        target = connection or self._open_socket()
+        if target is not None:
+            await target.ws.close(code=code)
+
+    async def _apps_connections_open(self, request: web.Request) -> web.Response:
+        """apps.connections.open: only app-level (xapp-) tokens; a one-time /link URL."""
+        try:
+            params = await _read_params(request)
+        except _BadBody as bad:
+            call = self._record("apps.connections.open", {}, request)
+            return self._answer(call, 200, _error(str(bad)))
+        call = self._record("apps.connections.open", params, request)
+        await self._delay("apps.connections.open")
+        token = call.token
+        if token is None:
+            return self._answer(call, 200, _error("not_authed"))
+        if token in self._tokens or token.startswith(("xoxb-", "xoxp-")):
+            return self._answer(call, 200, _error("not_allowed_token_type"))
+        if not token.startswith("xapp-"):
+            return self._answer(call, 200, _error("invalid_auth"))
+        scopes = {"x-oauth-scopes": "connections:write", "x-accepted-oauth-scopes": ""}
+        fault = self._fault("apps.connections.open")
+        if fault is not None:
+            return self._answer(call, fault.status, fault.body, {**scopes, **fault.headers})
+        ticket = hashlib.sha1(f"{token}:{next(self._ids)}".encode()).hexdigest()[:32]
+        self._tickets[ticket] = token
+        ws_base = "ws" + self.base_url.removeprefix("http")
+        url = f"{ws_base}/link?ticket={ticket}&app_id={self.app_id}"
+        return self._answer(call, 200, {"ok": True, "url": url}, scopes)
+
+    async def _socket_link(self, request: web.Request) -> web.StreamResponse:
+        """GET /link?ticket=…: the Socket Mode WebSocket (hello, pongs, acks recorded)."""
+        ticket = request.query.get("ticket", "")
+        if ticket not in self._tickets:
+            return web.Response(status=401, text="invalid ticket")
+        ws = web.WebSocketResponse(autoping=False)
+        await ws.prepare(request)
+        conn = SocketConnection(ticket, ws, time.monotonic())
+        self._socket_connections.append(conn)
+        try:
+            await self._socket_send_json(
+                {
+                    "type": "hello",
+                    "num_connections": sum(1 for c in self._socket_connections if c.open),
+                    "debug_info": {
+                        "host": "applink-fake",
+                        "build_number": 1,
+                        "approximate_connection_time": 18060,
+                    },
+                    "connection_info": {"app_id": self.app_id},
+                },
+                conn,
+            )
+            async for message in ws:
+                if message.type == WSMsgType.TEXT:
+                    self._socket_received(conn, message.data)
+                elif message.type == WSMsgType.PING:
+                    conn.pings += 1
+                    await ws.pong(message.data)
+                elif message.type == WSMsgType.ERROR:
+                    break
+        finally:
+            conn.closed_at = time.monotonic()
+            conn.close_code = ws.close_code
+        return ws
+
+    def _socket_received(self, conn: SocketConnection, raw: str) -> None:
+        """Record a frame from the client; frames with an envelope_id are acks."""
+        try:
+            data: Any = json.loads(raw)
+        except ValueError:
+            data = raw
+        conn.received.append(data)
+        if isinstance(data, dict) and isinstance(data.get("envelope_id"), str):
+            envelope_id = data["envelope_id"]
+            self._socket_acks.append(
+                SocketAck(envelope_id, data, time.monotonic(), self._socket_sent.get(envelope_id))
+            )
+
+    async def _close_sockets(self, _app: web.Application) -> None:
+        """Close live connections on shutdown (going away), as Slack does on deploys."""
+        for conn in self._socket_connections:
+            if not conn.ws.closed:
+                await conn.ws.close(code=WSCloseCode.GOING_AWAY)
+
+
+_envelope_ids = itertools.count(1)
+
+
+def _new_envelope_id() -> str:
+    """A fresh envelope id in Slack's shape (a UUID)."""
+    n = next(_envelope_ids)
+    return f"{n:08x}-7c3f-4e5a-9b1d-{n:012x}"
