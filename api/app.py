@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from api import admin, approvals, catalog, health, workspaces
+from api import admin, approvals, catalog, health, openapi, workspaces
 from api.admin import AUDIT_KEY
 from api.approvals import APPROVALS_KEY
 from api.auth import LIMITER_KEY, TOKENS_KEY
@@ -56,6 +56,6 @@ def build_app(services: ApiServices, options: ApiOptions | None = None) -> web.A
     app[AUDIT_KEY] = services.audit
     app[METRICS_KEY] = services.metrics
     app[LIMITER_KEY] = RateLimiter(options.rate_per_second, options.burst)
-    for module in (health, workspaces, catalog, approvals, admin):
+    for module in (health, workspaces, catalog, approvals, admin, openapi):
         app.add_routes(module.routes)
     return app

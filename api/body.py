@@ -75,6 +75,8 @@ def _check_value(name: str, value: Any, field: Field) -> None:
         raise InvalidInput(f"field {name!r} has the wrong type", code="invalid_type")
     if not isinstance(value, field.kind):
         raise InvalidInput(f"field {name!r} has the wrong type", code="invalid_type")
+    if isinstance(value, str) and "\x00" in value:
+        raise InvalidInput(f"field {name!r} holds a NUL character", code="invalid_value")
     if isinstance(value, str) and not 0 < len(value) <= field.max_length:
         raise InvalidInput(
             f"field {name!r} must be 1 to {field.max_length} characters", code="invalid_length"

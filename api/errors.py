@@ -80,6 +80,8 @@ async def error_boundary(request: web.Request, handler: Handler) -> web.StreamRe
     CURRENT_REQUEST_ID.set(request_id)
     started = time.perf_counter()
     try:
+        if "\x00" in request.path or any("\x00" in v for v in request.query.values()):
+            raise InvalidInput("NUL characters are not allowed", code="invalid_value")
         response = await handler(request)
     except ProvisionerError as error:
         response = error_response(_status_of(error), error.code, error.message)
@@ -90,6 +92,8 @@ async def error_boundary(request: web.Request, handler: Handler) -> web.StreamRe
             raise
         code = HTTP_CODES.get(error.status, "http_error")
         response = error_response(error.status, code, error.reason)
+        if "Allow" in error.headers:  # a 405 must say which methods are allowed
+            response.headers["Allow"] = error.headers["Allow"]
     except Exception:
         log.exception("request %s %s failed (id %s)", request.method, request.path, request_id)
         response = error_response(500, "internal_error", f"internal error; request id {request_id}")

@@ -55,7 +55,7 @@ class AuditTrail:
         """Events oldest first; `cursor` is the id of the last event already seen."""
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}")
-        if cursor is not None and not cursor.isdigit():
+        if cursor is not None and not (cursor.isascii() and cursor.isdigit() and len(cursor) < 10):
             raise InvalidInput("cursor must be the next_cursor of an earlier page")
         after = int(cursor) if cursor is not None else None
         async with self._store.read() as tx:

@@ -36,7 +36,7 @@ class Idempotency:
 def owner_for(actor: Actor, requested: str | None) -> str:
     """The owner of a new workspace: the caller, or whom an operator names."""
     owner = requested or actor.owner_scope or actor.name
-    if not OWNER_RE.match(owner):
+    if not OWNER_RE.fullmatch(owner):
         raise InvalidInput("owner may hold letters, digits and . _ @ + - (at most 255)")
     if actor.owner_scope is not None and owner != actor.owner_scope:
         raise PermissionDenied("you may only create workspaces for yourself")
@@ -57,7 +57,7 @@ def ttl_hours(plan: Plan, requested: int | None) -> int:
 def workspace_name(requested: str | None, owner: str) -> str:
     """A valid workspace name: the requested one, or one made from the owner's name."""
     if requested is not None:
-        if not NAME_RE.match(requested):
+        if not NAME_RE.fullmatch(requested):
             raise InvalidInput(
                 f"invalid name {requested!r}: use 1-40 lower-case letters, digits and '-', "
                 "starting with a letter and not ending with '-'"
@@ -71,20 +71,25 @@ def workspace_name(requested: str | None, owner: str) -> str:
     return f"{stem.rstrip('-')}-{secrets.token_hex(2)}"
 
 
+MAX_INT32 = 2**31 - 1
 LIBVIRT_URI_RE = re.compile(r"^(test|qemu|qemu\+(ssh|unix|tcp|tls))://[^\s]*$")
 
 
 def check_node(node: Node) -> None:
     """InvalidInput unless the node entry is well formed."""
-    if not NAME_RE.match(node.name):
+    if not NAME_RE.fullmatch(node.name):
         raise InvalidInput(
             "node name: use 1-40 lower-case letters, digits and '-', starting with a letter"
         )
-    if not LIBVIRT_URI_RE.match(node.libvirt_uri):
+    if not LIBVIRT_URI_RE.fullmatch(node.libvirt_uri):
         raise InvalidInput("libvirt_uri must look like qemu:///system or test:///default")
+    if not 1 <= node.ssh_port <= 65535:
+        raise InvalidInput("ssh_port must be between 1 and 65535")
     cap = node.capacity
     if min(cap.vcpus, cap.memory_mib, cap.disk_gib) < 1:
         raise InvalidInput("capacity must give at least 1 vCPU, 1 MiB and 1 GiB")
+    if max(cap.vcpus, cap.memory_mib, cap.disk_gib) > MAX_INT32:
+        raise InvalidInput(f"capacity values must be at most {MAX_INT32}")
 
 
 def login_name(owner: str) -> str:

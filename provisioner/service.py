@@ -13,7 +13,6 @@ from provisioner.errors import (
     Conflict,
     InvalidInput,
     NotFound,
-    ProvisionerError,
 )
 from provisioner.fleet import Fleet
 from provisioner.ids import new_id
@@ -368,7 +367,8 @@ class Provisioner:
             async with self._store.transaction() as tx:
                 await tx.insert_node(node)
                 await record(tx, now, actor, "node.added", node.name, reason=node.libvirt_uri)
-        except ProvisionerError:
+        except BaseException:
+            # Whatever went wrong, the node must not linger in memory without being stored.
             await self._fleet.forget(node.name)
             raise
         return node

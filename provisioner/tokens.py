@@ -13,13 +13,15 @@ from provisioner.errors import InvalidInput, NotFound, Unauthenticated
 from provisioner.ids import new_id
 from provisioner.models import Actor, ApiToken, Page, Role
 from provisioner.ports import Store
+from provisioner.requests import OWNER_RE
 
 Clock = Callable[[], datetime]
 PREFIX = "prov_"
-DURATION_RE = re.compile(r"^(\d{1,5})([hdw])$")
+DURATION_RE = re.compile(r"^([0-9]{1,5})([hdw])$")
 UNITS = {"h": 1, "d": 24, "w": 24 * 7}
 # Writing last-use on every request would turn each read into a write; a minute is precise enough.
 TOUCH_EVERY = timedelta(minutes=1)
+MAX_PAGE = 200
 
 
 def hash_secret(secret: str) -> str:
@@ -29,7 +31,7 @@ def hash_secret(secret: str) -> str:
 
 def parse_duration(text: str) -> timedelta:
     """'12h', '30d' or '2w' as a timedelta."""
-    match = DURATION_RE.match(text.strip())
+    match = DURATION_RE.fullmatch(text.strip())
     if match is None or int(match.group(1)) == 0:
         raise InvalidInput(f"invalid duration {text!r}; write it like 12h, 30d or 2w")
     return timedelta(hours=int(match.group(1)) * UNITS[match.group(2)])
@@ -57,8 +59,8 @@ class Tokens:
         expires_in: timedelta | None = None,
     ) -> ApiToken:
         """Make `secret` a valid token (no-op if it already is one)."""
-        if not owner or len(owner) > 255:
-            raise InvalidInput("owner must be 1 to 255 characters")
+        if not OWNER_RE.fullmatch(owner):
+            raise InvalidInput("owner may hold letters, digits and . _ @ + - (at most 255)")
         now = self._clock()
         async with self._store.transaction() as tx:
             # Serialised: processes starting together may adopt the same configured secret.
@@ -95,6 +97,8 @@ class Tokens:
 
     async def list(self, *, cursor: str | None = None, limit: int = 50) -> Page[ApiToken]:
         """A page of tokens (never their secrets)."""
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}")
         async with self._store.read() as tx:
             items = await tx.list_tokens(after=cursor, limit=limit + 1)
         return Page.from_overfetch(items, limit, lambda token: token.id)

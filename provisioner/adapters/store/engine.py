@@ -16,7 +16,7 @@ from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from provisioner.adapters.store.transaction import SqlTransaction
-from provisioner.errors import ConfigError, InfrastructureError
+from provisioner.errors import ConfigError, InfrastructureError, InvalidInput
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 READONLY = "provisioner_readonly"
@@ -63,6 +63,12 @@ class SqlStore:
                 await conn.execution_options(**{READONLY: readonly})
                 async with conn.begin():
                     yield SqlTransaction(conn)
+        except exc.DataError:
+            # PostgreSQL refuses NUL characters in text and numbers beyond a column's range.
+            raise InvalidInput(
+                "a value is not valid here (a NUL character, or a number out of range)",
+                code="invalid_value",
+            ) from None
         except exc.OperationalError as error:
             raise InfrastructureError(
                 f"the database is unavailable ({type(error.orig).__name__})"
