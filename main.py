@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -158,6 +159,10 @@ async def serve(settings: Settings) -> None:
     """Run the API, the workers and the scheduler until SIGTERM or SIGINT, then drain."""
     async with built(settings) as system:
         await ensure_admin(system)
+        # Everything built so far lives as long as the process: move it out of the collector's
+        # sight, so a full collection later does not pause the loop for ~80 ms.
+        gc.collect()
+        gc.freeze()
         scheduler = _scheduler(system)
         web_runner = web.AppRunner(system.api())
         await web_runner.setup()

@@ -85,7 +85,9 @@ class SlackBot:
             client=client,
             signing_secret=credentials.signing_secret,
             request_verification_enabled=credentials.app_token is None,
-            process_before_response=False,
+            # Our listeners ack and hand off at once; with False, Bolt would poll every 10 ms
+            # for the ack and let the handed-off work run first.
+            process_before_response=True,
         )
         self._register_command()
         interactions.Interactions(self.deps, self.tasks, self.sync).register(self.bolt)
@@ -116,7 +118,8 @@ class SlackBot:
                 )
                 await commands.run(deps, found, invocation)
 
-            self.tasks.spawn(guarded(work(), reply), f"command-{found.name}")
+            urgent = found.form_without_args and not args
+            self.tasks.spawn(guarded(work(), reply), f"command-{found.name}", urgent=urgent)
 
     def mount(self, app: web.Application) -> None:
         """Serve Slack's requests at POST /slack/events (HTTP mode)."""

@@ -43,6 +43,8 @@ class Command:
     run: Handler
     min_args: int = 0
     max_args: int = 0
+    # Without arguments the command opens a form, which must happen within 3 s of the trigger.
+    form_without_args: bool = False
 
 
 async def create(deps: BotDeps, inv: Invocation) -> None:
@@ -149,6 +151,7 @@ COMMANDS = (
         create,
         0,
         4,
+        form_without_args=True,
     ),
     Command("list", "list", "your workspaces", R, list_),
     Command("delete", "delete NAME", "delete a workspace", W, delete, 1, 1),

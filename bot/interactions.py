@@ -60,13 +60,15 @@ class Interactions:
             dm = await self.deps.dm_channel(user_id)
             await self.deps.client.chat_postMessage(channel=dm, text=text)
 
-    def spawn(self, body: dict[str, Any], work: Awaitable[None], name: str) -> None:
+    def spawn(
+        self, body: dict[str, Any], work: Awaitable[None], name: str, *, urgent: bool = False
+    ) -> None:
         """Run `work` after the ack; its errors go privately to whoever acted."""
 
         async def tell(text: str) -> None:
             await self.ephemeral(body, text)
 
-        self.tasks.spawn(guarded(work, tell), name)
+        self.tasks.spawn(guarded(work, tell), name, urgent=urgent)
 
     async def open_view(self, trigger_id: str, view: dict[str, Any]) -> None:
         """Open a modal (the trigger id lasts 3 s, so this runs right after the ack)."""
@@ -90,7 +92,8 @@ class Interactions:
         """The Deny button: ask for a reason first."""
         await ack()
         view = views.deny_modal(body["actions"][0]["value"])
-        self.spawn(body, self.open_view(body["trigger_id"], view), "deny-modal")
+        # Urgent: the trigger id expires 3 s after the click.
+        self.spawn(body, self.open_view(body["trigger_id"], view), "deny-modal", urgent=True)
 
     async def deny_submitted(self, ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
         """The reason modal: a reason is required."""
@@ -108,7 +111,7 @@ class Interactions:
         await ack()
         catalog = self.deps.core.catalog
         view = views.create_modal(catalog.plans.values(), catalog.images.values(), "")
-        self.spawn(body, self.open_view(body["trigger_id"], view), "create-modal")
+        self.spawn(body, self.open_view(body["trigger_id"], view), "create-modal", urgent=True)
 
     async def create_submitted(self, ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
         """The create form: field errors show in the form, the create runs after the ack."""

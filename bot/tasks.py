@@ -11,16 +11,25 @@ log = logging.getLogger(__name__)
 
 
 class TaskSet:
-    """Keeps a strong reference to every background task until it ends (asyncio keeps weak ones)."""
+    """Keeps a strong reference to every background task until it ends (asyncio keeps weak ones).
 
-    def __init__(self) -> None:
+    At most `limit` run at once: a burst of commands must not crowd out the next acks.
+    """
+
+    def __init__(self, limit: int = 8) -> None:
         self._tasks: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(limit)
 
-    def spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
-        """Run `work` in the background; its failure is logged, never lost."""
-        task = asyncio.create_task(work, name=name)
+    def spawn(self, work: Coroutine[Any, Any, None], name: str, *, urgent: bool = False) -> None:
+        """Run `work` in the background (urgent work skips the queue); failures are logged."""
+        task = asyncio.create_task(work if urgent else self._queued(work), name=name)
         self._tasks.add(task)
         task.add_done_callback(self._done)
+
+    async def _queued(self, work: Coroutine[Any, Any, None]) -> None:
+        """Wait for a free slot, then run `work`."""
+        async with self._slots:
+            await work
 
     def _done(self, task: asyncio.Task[None]) -> None:
         """Forget a finished task and log it if it failed."""

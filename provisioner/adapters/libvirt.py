@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -52,19 +53,31 @@ class LibvirtHypervisor:
         self._timeout = call_timeout
         self._conn: Any = None
         self._domain_type = "test" if uri.startswith("test:") else "qemu"
+        self._stuck_since: float | None = None
         # One thread per node: a hung node only ever blocks its own thread.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"libvirt-{node_name}")
 
     async def _call(self, fn: Callable[[Any], T]) -> T:
         """Run `fn(connection)` on the node thread, translating libvirt's errors."""
+        if self._stuck_since is not None:
+            # The node's one thread is still inside a call that timed out: queueing more
+            # calls behind it would hold every worker that touches this node.
+            stuck = time.monotonic() - self._stuck_since
+            raise NodeUnavailable(f"node {self._node} is not answering (stuck for {stuck:.0f} s)")
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._thread, functools.partial(self._in_thread, fn))
         try:
-            return await asyncio.wait_for(future, self._timeout)
+            return await asyncio.wait_for(asyncio.shield(future), self._timeout)
         except TimeoutError:
+            self._stuck_since = time.monotonic()
+            future.add_done_callback(self._unstuck)
             raise NodeUnavailable(
                 f"node {self._node} did not answer within {self._timeout:g} s"
             ) from None
+
+    def _unstuck(self, _future: asyncio.Future[Any]) -> None:
+        """The call that timed out has returned: the node thread is free again."""
+        self._stuck_since = None
 
     def _in_thread(self, fn: Callable[[Any], T]) -> T:
         """Body of a call on the node thread: (re)connect, run, translate."""
