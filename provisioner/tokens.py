@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from provisioner.audit import record
@@ -22,6 +24,10 @@ UNITS = {"h": 1, "d": 24, "w": 24 * 7}
 # Writing last-use on every request would turn each read into a write; a minute is precise enough.
 TOUCH_EVERY = timedelta(minutes=1)
 MAX_PAGE = 200
+# Checking a token costs a database read per request; a revocation made in another process
+# takes effect within this many seconds (in this process, at once).
+CACHE_SECONDS = 5.0
+MAX_CACHED = 10_000
 
 
 def hash_secret(secret: str) -> str:
@@ -42,6 +48,7 @@ class Tokens:
 
     def __init__(self, store: Store, clock: Clock) -> None:
         self._store, self._clock = store, clock
+        self._cache: dict[str, tuple[float, ApiToken]] = {}
 
     async def create(
         self, actor: Actor, role: Role, owner: str, expires_in: timedelta | None = None
@@ -84,8 +91,8 @@ class Tokens:
     async def authenticate(self, secret: str) -> ApiToken:
         """The live token behind `secret`, or Unauthenticated."""
         now = self._clock()
-        async with self._store.read() as tx:
-            token = await tx.token_by_hash(hash_secret(secret))
+        digest = hash_secret(secret)
+        token = await self._lookup(digest)
         if token is None or token.revoked_at is not None:
             raise Unauthenticated("the token is not valid; ask an admin for a new one")
         if token.expires_at is not None and token.expires_at <= now:
@@ -93,6 +100,20 @@ class Tokens:
         if token.last_used_at is None or now - token.last_used_at > TOUCH_EVERY:
             async with self._store.transaction() as tx:
                 await tx.touch_token(token.id, now)
+            self._cache[digest] = (time.monotonic(), replace(token, last_used_at=now))
+        return token
+
+    async def _lookup(self, digest: str) -> ApiToken | None:
+        """The token with this hash, from a cache of a few seconds or the store."""
+        cached = self._cache.get(digest)
+        if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
+            return cached[1]
+        async with self._store.read() as tx:
+            token = await tx.token_by_hash(digest)
+        if token is not None:
+            if len(self._cache) > MAX_CACHED:
+                self._cache.clear()
+            self._cache[digest] = (time.monotonic(), token)
         return token
 
     async def list(self, *, cursor: str | None = None, limit: int = 50) -> Page[ApiToken]:
@@ -112,6 +133,8 @@ class Tokens:
                 raise NotFound(f"no token {token_id}")
             if token.revoked_at == now:
                 await record(tx, now, actor, "token.revoked", token.id)
+        # This process forgets at once; others within CACHE_SECONDS.
+        self._cache.clear()
         return token
 
     async def first_admin(self, actor: Actor) -> str | None:
