@@ -7,7 +7,7 @@ SUDO=(); [ "$(id -u)" = 0 ] || SUDO=(sudo)
 APT=("${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get)
 PKGS=(libvirt-dev pkg-config gcc python3-dev python3-venv libvirt-daemon libvirt-daemon-driver-qemu
   libvirt-clients qemu-system-x86 qemu-utils openssh-server openssh-client postgresql ansible-core
-  dnsmasq-base iptables jq curl)
+  dnsmasq-base iptables jq curl wrk)
 
 installed=$(dpkg-query -W -f='${db:Status-Status}\n' "${PKGS[@]}" 2>/dev/null | grep -cx installed || true)
 if [ "$installed" != "${#PKGS[@]}" ]; then
