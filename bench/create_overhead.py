@@ -18,7 +18,6 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import Any
 
 import aiohttp
@@ -235,11 +234,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _interrupted(_signum: int, _frame: FrameType | None) -> None:
-    """SIGTERM behaves like Ctrl-C, so every clean-up step runs."""
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; 0 on success, 1 on a missed target with --check, 2 on failure."""
     args = _parser().parse_args(argv)
@@ -255,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         serve_log_level=args.serve_log_level,
         serve_command=shlex.split(args.serve_command) if args.serve_command else None,
     )
-    signal.signal(signal.SIGTERM, _interrupted)
+    signal.signal(signal.SIGTERM, report.interrupted)
     try:
         with serve(
             opts.database_url,

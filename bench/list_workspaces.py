@@ -28,7 +28,6 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import FrameType
 from typing import Any
 from urllib.parse import quote
 
@@ -37,6 +36,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench.client import BenchError, wait_ready
+from bench.report import interrupted, target_lines
 from bench.serve import Serve, serve
 from bench.stats import Summary
 from provisioner.adapters.store.tables import workspaces
@@ -592,10 +592,7 @@ def table(results: dict[str, Any]) -> str:
         "",
         "targets:",
     ]
-    for target in results["targets"]:
-        verdict = "ok  " if target["met"] else "MISS"
-        lines.append(f"  {verdict} {target['name']}: {target['value']} (target {target['limit']})")
-    return "\n".join(lines)
+    return "\n".join(lines + target_lines(results))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -623,11 +620,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _interrupted(_signum: int, _frame: FrameType | None) -> None:
-    """SIGTERM behaves like Ctrl-C, so every clean-up step runs."""
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; 0 on success, 1 on a missed target with --check, 2 on failure."""
     args = _parser().parse_args(argv)
@@ -649,7 +641,7 @@ def main(argv: list[str] | None = None) -> int:
         serve_log_level=args.serve_log_level,
         serve_command=shlex.split(args.serve_command) if args.serve_command else None,
     )
-    signal.signal(signal.SIGTERM, _interrupted)
+    signal.signal(signal.SIGTERM, interrupted)
     try:
         with serve(
             opts.database_url, log_level=opts.serve_log_level, command=opts.serve_command

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import FrameType
 from typing import Any
 
 TARGET_P50_MS = 100.0  # sequential create, API accept to `running`
@@ -76,7 +77,17 @@ def table(results: dict[str, Any]) -> str:
         "",
         "targets:",
     ]
-    for target in results["targets"]:
-        verdict = "ok  " if target["met"] else "MISS"
-        lines.append(f"  {verdict} {target['name']}: {target['value']} (target {target['limit']})")
-    return "\n".join(lines)
+    return "\n".join(lines + target_lines(results))
+
+
+def target_lines(results: dict[str, Any]) -> list[str]:
+    """One line per target: met or MISS, the value and the limit."""
+    return [
+        f"  {'ok  ' if t['met'] else 'MISS'} {t['name']}: {t['value']} (target {t['limit']})"
+        for t in results["targets"]
+    ]
+
+
+def interrupted(_signum: int, _frame: FrameType | None) -> None:
+    """SIGTERM behaves like Ctrl-C, so every clean-up step runs."""
+    raise KeyboardInterrupt

@@ -36,12 +36,12 @@ from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any, TypeVar
 
 import aiohttp
 
 from bench.client import BenchError, wait_ready
+from bench.report import interrupted, target_lines
 from bench.serve import FOREIGN_ENV, PR_SET_PDEATHSIG, Serve, _console_script, _free_port
 from bench.stats import Summary
 from tests.fakes.slack_api import FakeSlack
@@ -664,10 +664,7 @@ def table(results: dict[str, Any]) -> str:
     for text, count in results["slack_warnings"]:
         lines.append(f"  users were told ({count} times): {text[:100]}")
     lines += ["", *_hang_lines(results), "", "targets:"]
-    for target in results["targets"]:
-        verdict = "ok  " if target["met"] else "MISS"
-        lines.append(f"  {verdict} {target['name']}: {target['value']} (target {target['limit']})")
-    return "\n".join(lines)
+    return "\n".join(lines + target_lines(results))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -692,11 +689,6 @@ def _parser() -> argparse.ArgumentParser:
     add("--json", action="store_true", help="print one JSON document instead of a table")
     add("--check", action="store_true", help="exit 1 when a target is missed")
     return parser
-
-
-def _interrupted(_signum: int, _frame: FrameType | None) -> None:
-    """SIGTERM behaves like Ctrl-C, so every clean-up step runs."""
-    raise KeyboardInterrupt
 
 
 def run_benchmark(opts: Options) -> dict[str, Any] | None:
@@ -741,7 +733,7 @@ def main(argv: list[str] | None = None) -> int:
         serve_log_level=args.serve_log_level,
         serve_command=shlex.split(args.serve_command) if args.serve_command else None,
     )
-    signal.signal(signal.SIGTERM, _interrupted)
+    signal.signal(signal.SIGTERM, interrupted)
     try:
         results = run_benchmark(opts)
     except KeyboardInterrupt:
