@@ -25,7 +25,7 @@ routes = web.RouteTableDef()
 async def list_nodes(request: web.Request) -> web.Response:
     """Every node with its capacity and what is in use."""
     await authorize(request, Permission.READ_NODES)
-    nodes = await request.app[PROVISIONER_KEY].nodes()
+    nodes = await request.app[PROVISIONER_KEY].nodes.list()
     return web.json_response({"nodes": [render.node(n, used) for n, used in nodes]})
 
 
@@ -57,7 +57,7 @@ async def add_node(request: web.Request) -> web.Response:
     if body.get("capacity") is not None:
         cap = check_fields(body["capacity"], CAPACITY_FIELDS)
         node = replace(node, capacity=Capacity(cap["vcpus"], cap["memory_mib"], cap["disk_gib"]))
-    added = await request.app[PROVISIONER_KEY].add_node(actor, node)
+    added = await request.app[PROVISIONER_KEY].nodes.add(actor, node)
     return web.json_response(render.node(added, Capacity(0, 0, 0)), status=201)
 
 

@@ -21,7 +21,7 @@ async def healthz(_request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     """Ready when the database answers and at least one node does."""
     try:
-        nodes = await request.app[PROVISIONER_KEY].readiness()
+        nodes = await request.app[PROVISIONER_KEY].nodes.readiness()
     except InfrastructureError as error:
         body = {"status": "unavailable", "database": error.message, "nodes": {}}
         return web.json_response(body, status=503)
@@ -40,5 +40,5 @@ async def metrics(request: web.Request) -> web.Response:
     registry = request.app[METRICS_KEY]
     core = request.app[PROVISIONER_KEY]
     registry.set_counts(*await core.counts())
-    registry.set_nodes(await core.nodes())
+    registry.set_nodes(await core.nodes.list())
     return web.Response(body=registry.render(), content_type="text/plain", charset="utf-8")

@@ -9,7 +9,6 @@ from provisioner.approvals import request_approval
 from provisioner.audit import record
 from provisioner.catalog import Catalog
 from provisioner.errors import (
-    ConfigError,
     Conflict,
     InvalidInput,
     NotFound,
@@ -20,7 +19,6 @@ from provisioner.models import (
     LIVE_WORKSPACE_STATES,
     Actor,
     Capacity,
-    Node,
     Operation,
     OperationKind,
     OperationState,
@@ -30,11 +28,11 @@ from provisioner.models import (
     Workspace,
     WorkspaceState,
 )
+from provisioner.nodes import Nodes
 from provisioner.ports import Store, Transaction
 from provisioner.requests import (
     CreateRequest,
     Idempotency,
-    check_node,
     check_playbooks,
     owner_for,
     ttl_hours,
@@ -77,6 +75,7 @@ class Provisioner:
         quota: Quota | None = None,
     ) -> None:
         self.catalog = catalog
+        self.nodes = Nodes(store, fleet, clock)
         self._quota = quota or Quota()
         self._store, self._fleet, self._clock, self._wake = store, fleet, clock, wake_workers
 
@@ -342,36 +341,6 @@ class Provisioner:
             except Conflict:
                 continue
         return started
-
-    async def readiness(self, node_timeout: float = 2.0) -> dict[str, str | None]:
-        """Health of the database and of each node: None when fine, else why not."""
-        await self._store.ping()
-        return await self._fleet.check(node_timeout)
-
-    async def nodes(self) -> list[tuple[Node, Capacity]]:
-        """Every node with the resources its live workspaces take."""
-        async with self._store.read() as tx:
-            usage = await tx.usage_by_node()
-        idle = Capacity(0, 0, 0)
-        return [(node, usage.get(node.name, idle)) for node in self._fleet.nodes()]
-
-    async def add_node(self, actor: Actor, node: Node) -> Node:
-        """Register a node at run time; it takes workspaces at once."""
-        check_node(node)
-        now = self._clock()
-        try:
-            self._fleet.add(node)
-        except ConfigError as error:
-            raise InvalidInput(error.message) from None
-        try:
-            async with self._store.transaction() as tx:
-                await tx.insert_node(node)
-                await record(tx, now, actor, "node.added", node.name, reason=node.libvirt_uri)
-        except BaseException:
-            # Whatever went wrong, the node must not linger in memory without being stored.
-            await self._fleet.forget(node.name)
-            raise
-        return node
 
     async def counts(self) -> tuple[dict[OperationState, int], dict[WorkspaceState, int]]:
         """Operations and workspaces per state, for metrics."""

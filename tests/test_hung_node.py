@@ -51,6 +51,6 @@ async def test_readiness_answers_while_a_node_hangs(system: object, silent_socke
     assert isinstance(system, System)
     system.fleet.add(Node("hung", f"qemu+unix:///system?socket={silent_socket}"))
     started = time.monotonic()
-    health = await system.core.readiness(node_timeout=0.5)
+    health = await system.core.nodes.readiness(node_timeout=0.5)
     assert time.monotonic() - started < 1.5
     assert health["local"] is None and "no answer" in (health["hung"] or "")

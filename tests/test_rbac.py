@@ -263,7 +263,7 @@ async def snapshot(system: System) -> dict[str, Any]:
         approvals = await tx.list_approvals(state=None, after=None, limit=1000)
         operations = await tx.count_operations_by_state()
         audit = await tx.list_audit(target=None, actor=None, after=None, limit=100_000)
-    nodes = await system.core.nodes()
+    nodes = await system.core.nodes.list()
     return {
         "workspaces": {w.id: w.expires_at for w in workspaces},
         "tokens": {t.id: t.revoked_at for t in tokens},
