@@ -109,7 +109,7 @@ def serve(
                 start_new_session=True,
                 preexec_fn=_die_with_parent,  # noqa: PLW1509 (no threads exist yet)
             )
-        stack.callback(_stop, process)
+        stack.callback(stop_process, process)
         yield Serve(f"http://127.0.0.1:{port}", token, process, database, log_path)
 
 
@@ -137,13 +137,13 @@ def _free_port() -> int:
         return port
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, wait for the drain, then SIGKILL; a second Ctrl-C kills at once."""
+def stop_process(process: subprocess.Popen[bytes], seconds: float = STOP_SECONDS) -> None:
+    """SIGTERM, wait up to `seconds` for the drain, then SIGKILL; a second Ctrl-C kills at once."""
     if process.poll() is not None:
         return
     try:
         process.send_signal(signal.SIGTERM)
-        process.wait(STOP_SECONDS)
+        process.wait(seconds)
     except (subprocess.TimeoutExpired, KeyboardInterrupt):
         process.kill()
         process.wait()

@@ -42,7 +42,14 @@ import aiohttp
 
 from bench.client import BenchError, wait_ready
 from bench.report import interrupted, target_lines
-from bench.serve import FOREIGN_ENV, PR_SET_PDEATHSIG, Serve, _console_script, _free_port
+from bench.serve import (
+    FOREIGN_ENV,
+    PR_SET_PDEATHSIG,
+    Serve,
+    _console_script,
+    _free_port,
+    stop_process,
+)
 from bench.stats import Summary
 from tests.fakes.slack_api import FakeSlack
 from tests.fakes.slack_payloads import signed_headers, slash_command
@@ -219,7 +226,7 @@ def slack_serve(tmp: Path, api_url: str, nodes: Path, opts: Options) -> Iterator
     try:
         yield Serve(f"http://127.0.0.1:{port}", token, process, "sqlite", log_path)
     finally:
-        _stop(process)
+        stop_process(process, STOP_SECONDS)
 
 
 def _pdeathsig() -> Callable[[], None] | None:
@@ -236,18 +243,6 @@ def _pdeathsig() -> Callable[[], None] | None:
         prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
     return hook
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, a short drain, then SIGKILL; a second Ctrl-C kills at once."""
-    if process.poll() is not None:
-        return
-    try:
-        process.send_signal(signal.SIGTERM)
-        process.wait(STOP_SECONDS)
-    except (subprocess.TimeoutExpired, KeyboardInterrupt):
-        process.kill()
-        process.wait()
 
 
 @dataclass
