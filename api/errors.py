@@ -14,6 +14,7 @@ from provisioner.errors import (
     CapacityExhausted,
     Conflict,
     InfrastructureError,
+    NodeUntrusted,
     InvalidInput,
     NotFound,
     PermissionDenied,
@@ -37,6 +38,7 @@ STATUS: tuple[tuple[type[ProvisionerError], int], ...] = (
     (NotFound, 404),
     (Conflict, 409),
     (CapacityExhausted, 409),
+    (NodeUntrusted, 409),
     (RateLimited, 429),
     (InfrastructureError, 503),
 )

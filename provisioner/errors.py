@@ -10,8 +10,10 @@ ProvisionerError                 code: snake_case, message: a sentence for human
 ├── CapacityExhausted            no node has room for the request (409)
 ├── RateLimited                  too many requests; retry_after seconds (429)
 ├── ConfigError                  a setting is missing or wrong; stops start-up
+├── NodeUntrusted                a node's SSH host key is not the pinned one (409)
 └── InfrastructureError          a node, hypervisor or store failed (503)
     ├── NodeUnavailable          the node could not be reached
+    ├── GuestUnreachable         a workspace's guest did not answer over SSH (yet)
     ├── HypervisorError          libvirt refused or failed an action
     └── LeaseLost                this worker no longer owns the operation it runs
 """
@@ -89,6 +91,12 @@ class ConfigError(ProvisionerError):
     code = "config_error"
 
 
+class NodeUntrusted(ProvisionerError):
+    """A node presented an SSH host key we have not pinned: unknown, or changed."""
+
+    code = "node_untrusted"
+
+
 class InfrastructureError(ProvisionerError):
     """Something outside the provisioner failed; the action may succeed later."""
 
@@ -99,6 +107,12 @@ class NodeUnavailable(InfrastructureError):
     """The node could not be reached."""
 
     code = "node_unavailable"
+
+
+class GuestUnreachable(InfrastructureError):
+    """A workspace's guest could not be reached over SSH, or answered with an unknown outcome."""
+
+    code = "guest_unreachable"
 
 
 class HypervisorError(InfrastructureError):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -87,6 +87,79 @@ class Hypervisor(Protocol):
 
     async def close(self) -> None:
         """Release connections and threads."""
+        ...
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a command on a guest returned; `exit_status` None means the outcome is unknown."""
+
+    exit_status: int | None
+    stdout: str
+    stderr: str
+
+
+@dataclass(frozen=True)
+class HostKeySighting:
+    """A host key a node presented that is not the pinned one."""
+
+    node: str
+    fingerprint: str
+    public_key: str
+    pinned_fingerprint: str | None
+
+
+# Called by a node link before it refuses a node whose host key is unknown or changed.
+HostKeyReporter = Callable[[HostKeySighting], Awaitable[None]]
+
+
+class NodeLink(Protocol):
+    """One node reached over SSH, its host key verified on every connection."""
+
+    async def libvirt_socket(self) -> str:
+        """A local UNIX socket that reaches the node's libvirt socket (connects if needed)."""
+        ...
+
+    async def run_on_guest(
+        self, address: str, user: str, host_key: str, argv: Sequence[str], *, timeout: float
+    ) -> CommandResult:
+        """Run `argv` on a guest reached through the node, the guest's host key pinned."""
+        ...
+
+    async def check(self) -> None:
+        """Raise unless the node accepts us (NodeUntrusted, NodeUnavailable)."""
+        ...
+
+    async def close(self) -> None:
+        """Close the connection and its forwarded socket."""
+        ...
+
+
+@dataclass(frozen=True)
+class SeedSpec:
+    """What a workspace's cloud-init seed says: who it is, who may log in, how it joins."""
+
+    instance_id: str
+    hostname: str
+    user: str
+    user_keys: tuple[str, ...]
+    admin_user: str
+    admin_key: str
+    host_key_private: str
+    host_key_public: str
+    tailscale_auth_key: str | None = None
+    tailscale_hostname: str | None = None
+
+
+class SeedMaker(Protocol):
+    """Builds cloud-init NoCloud seeds and the guest host keys they carry."""
+
+    def host_keypair(self) -> tuple[str, str]:
+        """A fresh ed25519 host key: (OpenSSH private key, OpenSSH public key line)."""
+        ...
+
+    def build(self, spec: SeedSpec) -> bytes:
+        """The seed image (ISO 9660, volume label `cidata`) for `spec`."""
         ...
 
 
