@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -13,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -24,25 +26,33 @@ from api.app import ApiOptions, ApiServices, build_app
 from api.errors import CURRENT_REQUEST_ID
 from bot.app import SlackBot, SlackCredentials
 from bot.deps import BotConfig
+from provisioner.adapters.cloudinit import CloudInitSeeds
+from provisioner.adapters.keyfiles import ensure_keypair, write_key_from_base64
 from provisioner.adapters.libvirt import LibvirtHypervisor
+from provisioner.adapters.ssh import SshLink
 from provisioner.adapters.store.engine import SqlStore
 from provisioner.approvals import Approvals
 from provisioner.audit import AuditTrail
 from provisioner.catalog import Catalog
 from provisioner.conversations import Conversations
-from provisioner.errors import ConfigError, ProvisionerError
-from provisioner.fleet import Fleet
+from provisioner.errors import ProvisionerError
+from provisioner.fleet import AccessFactory, Fleet, NodeAccess
+from provisioner.images import ImageFiles, Images
 from provisioner.keys import SshKeys
 from provisioner.metrics import Metrics
 from provisioner.models import SYSTEM_ACTOR, Node, Role
 from provisioner.operations import OperationRunner
-from provisioner.ports import Hypervisor
+from provisioner.ports import HostKeyReporter, HostKeySighting
+from provisioner.reconcile import Reconciler
 from provisioner.service import Provisioner
+from provisioner.step_context import GuestLogin, StepContexts, Timeouts
 from provisioner.tokens import Tokens, parse_duration
 from settings import Settings
 
 log = logging.getLogger("provisioner")
 DRAIN_SECONDS = 20.0
+UPKEEP_SECONDS = 60
+UPKEEP_AT_START = 15.0
 CLI_TOKEN_FILE = "cli-token"  # noqa: S105 (a file name, not a secret)
 
 
@@ -51,14 +61,25 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def hypervisor_for(node: Node) -> Hypervisor:
-    """The hypervisor adapter for a node."""
-    if node.ssh_host:
-        raise ConfigError(
-            f"node {node.name}: SSH nodes are not supported by this version; "
-            "remove ssh_host to use a libvirt URI on this machine"
-        )
-    return LibvirtHypervisor(node.name, node.libvirt_uri)
+def node_access(settings: Settings, reporter: HostKeyReporter) -> AccessFactory:
+    """How to reach a node: in-process test driver, local libvirt, or libvirt over SSH."""
+    identity = settings.data_dir / "keys" / "id_ed25519"
+
+    def build(node: Node) -> NodeAccess:
+        if not node.ssh_host:
+            return NodeAccess(LibvirtHypervisor(node))
+        key = identity
+        if node.ssh_key == "env:SSH_PRIVATE_KEY_ED25519_BASE64_ENCODED":
+            assert settings.compat_node_key is not None
+            key = write_key_from_base64(
+                settings.data_dir / "keys" / f"{node.name}_ed25519", settings.compat_node_key
+            )
+        elif node.ssh_key:
+            key = Path(node.ssh_key)
+        link = SshLink(node, client_key=key, guest_key=identity, reporter=reporter)
+        return NodeAccess(LibvirtHypervisor(node, link=link), link)
+
+    return build
 
 
 @dataclass
@@ -71,6 +92,8 @@ class System:
     metrics: Metrics
     runner: OperationRunner
     core: Provisioner
+    images: Images
+    reconciler: Reconciler
     approvals: Approvals
     tokens: Tokens
     audit: AuditTrail
@@ -114,10 +137,8 @@ def slack_bot(
 @asynccontextmanager
 async def built(settings: Settings) -> AsyncIterator[System]:
     """Build the system, and close what it opened on the way out."""
-    for node in settings.nodes:
-        if node.ssh_host:
-            hypervisor_for(node)
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    login = GuestLogin("provisioner", ensure_keypair(settings.data_dir / "keys" / "id_ed25519"))
     store = await SqlStore.open(settings.database_url)
     catalog = Catalog.of(settings.plans, settings.images)
 
@@ -125,16 +146,30 @@ async def built(settings: Settings) -> AsyncIterator[System]:
         async with store.read() as tx:
             return await tx.list_nodes()
 
-    fleet = Fleet((), hypervisor_for, stored_nodes)
+    async def report(sighting: HostKeySighting) -> None:
+        await core.nodes.report_host_key(sighting)
+
+    fleet = Fleet((), node_access(settings, report), stored_nodes)
     try:
         async with store.transaction() as tx:
             await tx.sync_catalog(settings.nodes, settings.plans, settings.images)
         await fleet.refresh()
+        images = Images(store, catalog, fleet, now)
+        await images.reload()
+        await images.stock_simulated()
         metrics = Metrics()
+        contexts = StepContexts(
+            store,
+            catalog,
+            fleet,
+            CloudInitSeeds(),
+            now,
+            login=login,
+            timeouts=Timeouts(boot=settings.boot_timeout),
+        )
         runner = OperationRunner(
             store,
-            fleet,
-            catalog,
+            contexts,
             now,
             metrics,
             lease_seconds=settings.lease_seconds,
@@ -147,8 +182,20 @@ async def built(settings: Settings) -> AsyncIterator[System]:
         bot = slack_bot(settings, core, approvals, store)
         if bot is not None:
             runner.on_progress(bot.deps.wake_sync.set)
+        reconciler = Reconciler(store, fleet, now, grace=settings.orphan_grace)
         yield System(
-            settings, store, fleet, metrics, runner, core, approvals, tokens, AuditTrail(store), bot
+            settings,
+            store,
+            fleet,
+            metrics,
+            runner,
+            core,
+            images,
+            reconciler,
+            approvals,
+            tokens,
+            AuditTrail(store),
+            bot,
         )
     finally:
         await fleet.close()
@@ -166,6 +213,9 @@ async def serve(settings: Settings) -> None:
         scheduler = _scheduler(system)
         web_runner = web.AppRunner(system.api())
         await web_runner.setup()
+        # Reconcile before taking work (bounded: a hung node must not hold up the start).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(upkeep(system), UPKEEP_AT_START)
         site = web.TCPSite(web_runner, settings.host, settings.port)
         await site.start()
         system.runner.start()
@@ -183,6 +233,21 @@ async def serve(settings: Settings) -> None:
         await web_runner.cleanup()
 
 
+async def upkeep(system: System) -> None:
+    """Learn imported images and node changes, look at the pools, reconcile with the nodes."""
+    await system.images.reload()
+    await system.fleet.refresh()
+    await system.fleet.survey(timeout=10.0)
+    findings = await system.reconciler.run()
+    if findings.orphans or findings.reaped or findings.lost:
+        log.info(
+            "reconcile: %d orphan(s) found, %d removed, %d workspace(s) lost",
+            len(findings.orphans),
+            len(findings.reaped),
+            len(findings.lost),
+        )
+
+
 def _scheduler(system: System) -> AsyncIOScheduler:
     """Periodic jobs: expire workspaces, and remind owners before expiry when Slack is on.
 
@@ -191,7 +256,8 @@ def _scheduler(system: System) -> AsyncIOScheduler:
     """
     scheduler = AsyncIOScheduler(timezone="UTC")
     jobs: list[tuple[Callable[..., Coroutine[Any, Any, Any]], int, list[Any]]] = [
-        (system.core.expire_workspaces, 60, [SYSTEM_ACTOR])
+        (system.core.expire_workspaces, 60, [SYSTEM_ACTOR]),
+        (upkeep, UPKEEP_SECONDS, [system]),
     ]
     if system.bot is not None:
         jobs.append((system.bot.remind, 300, []))
@@ -241,23 +307,53 @@ async def token_create(settings: Settings, args: argparse.Namespace) -> None:
 
 
 async def node_list(settings: Settings, _args: argparse.Namespace) -> None:
-    """Print the configured nodes."""
-    for node in settings.nodes:
+    """Print the nodes with their host-key state, as the database knows them."""
+    async with built(settings) as system:
+        listed = await system.core.nodes.list()
+    for node, used in listed:
         where = f"{node.ssh_user}@{node.ssh_host}:{node.ssh_port}" if node.ssh_host else "local"
         cap = node.capacity
+        trust = node.trust.value
+        if node.presented_fingerprint:
+            trust += f" (presents {node.presented_fingerprint})"
         print(
-            f"{node.name:16} {where:28} {node.libvirt_uri:24} {cap.vcpus} vCPU {cap.memory_mib} MiB"
+            f"{node.name:16} {where:28} {node.libvirt_uri:24} "
+            f"{used.vcpus}/{cap.vcpus} vCPU {used.memory_mib}/{cap.memory_mib} MiB  {trust}"
         )
 
 
 async def node_check(settings: Settings, _args: argparse.Namespace) -> None:
-    """Check every node answers; exit 1 if one does not."""
+    """Check every node answers (SSH, libvirt, pool space); exit 1 if one does not."""
     async with built(settings) as system:
         health = await system.fleet.check(timeout=10.0)
     for name, problem in health.items():
         print(f"{name:16} {'ok' if problem is None else 'FAIL: ' + problem}")
     if any(health.values()):
         raise SystemExit(1)
+
+
+async def node_approve(settings: Settings, args: argparse.Namespace) -> None:
+    """Trust the host key a node presents, after checking its fingerprint out of band."""
+    async with built(settings) as system:
+        await system.core.nodes.probe(args.name)
+        node = await system.core.nodes.approve_host_key(SYSTEM_ACTOR, args.name, args.fingerprint)
+    print(f"node {node.name}: host key {args.fingerprint} trusted")
+
+
+async def image_import(settings: Settings, args: argparse.Namespace) -> None:
+    """Upload an image (and kernel boot files) into each node's pool, printing progress."""
+    files = ImageFiles(
+        Path(args.file),
+        Path(args.kernel) if args.kernel else None,
+        Path(args.initrd) if args.initrd else None,
+        args.cmdline,
+    )
+    async with built(settings) as system:
+        image = await system.images.import_image(
+            SYSTEM_ACTOR, args.name, files, args.node or [], lambda line: print(line, flush=True)
+        )
+    boot = f", kernel boot ({image.kernel})" if image.kernel else ""
+    print(f"image {image.name}: base volume {image.base_volume}{boot}")
 
 
 def _tag_request_id(record: logging.LogRecord) -> bool:
@@ -282,8 +378,23 @@ def _parser() -> argparse.ArgumentParser:
     node = commands.add_parser("node", help="inspect nodes").add_subparsers(
         dest="action", required=True
     )
-    node.add_parser("list", help="list configured nodes")
-    node.add_parser("check", help="check every node answers")
+    node.add_parser("list", help="list nodes with their host-key state")
+    node.add_parser("check", help="check every node answers (SSH, libvirt, pool)")
+    approve = node.add_parser("approve", help="trust the SSH host key a node presents")
+    approve.add_argument("name", help="the node's name")
+    approve.add_argument(
+        "--fingerprint", required=True, help="SHA256:… as shown by `node list`, checked by you"
+    )
+    image = commands.add_parser("image", help="manage base images").add_subparsers(
+        dest="action", required=True
+    )
+    imp = image.add_parser("import", help="upload an image into each node's pool once")
+    imp.add_argument("name", help="image name, e.g. debian-12")
+    imp.add_argument("file", metavar="QCOW2", help="the base disk image")
+    imp.add_argument("--kernel", help="kernel for direct kernel boot")
+    imp.add_argument("--initrd", help="initrd for direct kernel boot")
+    imp.add_argument("--cmdline", help="kernel command line, e.g. 'root=/dev/vda1 console=ttyS0'")
+    imp.add_argument("--node", action="append", help="only this node (repeatable)")
     cli_client.add_workspace_parser(commands)
     return parser
 
@@ -294,6 +405,8 @@ COMMANDS: dict[
     ("token", "create"): token_create,
     ("node", "list"): node_list,
     ("node", "check"): node_check,
+    ("node", "approve"): node_approve,
+    ("image", "import"): image_import,
 }
 
 

@@ -51,6 +51,9 @@ class Settings:
     cors_origins: frozenset[str] = frozenset()
     slack: SlackSettings | None = None
     quota: Quota = field(default_factory=Quota)
+    boot_timeout: float = 600.0
+    orphan_grace: float = 600.0
+    compat_node_key: str | None = None
 
     @property
     def url(self) -> str:
@@ -103,6 +106,23 @@ def load(config_path: str | None = None, environ: Mapping[str, str] | None = Non
         ),
         cors_origins=_origins(pick("PROVISIONER_CORS_ORIGINS", "cors_origins", "")),
         slack=_slack(env, config.get("slack") or {}),
+        boot_timeout=float(
+            _number(
+                pick("PROVISIONER_BOOT_TIMEOUT", "boot_timeout", 600),
+                "PROVISIONER_BOOT_TIMEOUT",
+                1,
+                86400,
+            )
+        ),
+        orphan_grace=float(
+            _number(
+                pick("PROVISIONER_ORPHAN_GRACE", "orphan_grace", 600),
+                "PROVISIONER_ORPHAN_GRACE",
+                0,
+                86400 * 30,
+            )
+        ),
+        compat_node_key=env.get("SSH_PRIVATE_KEY_ED25519_BASE64_ENCODED") or None,
         quota=Quota(
             _number(
                 pick("PROVISIONER_QUOTA_WORKSPACES", "quota_workspaces", 0),
@@ -211,8 +231,10 @@ NODE_KEYS = {
     "libvirt_uri",
     "pool",
     "network",
+    "virt_type",
     "capacity",
 }
+VIRT_TYPES = ("auto", "kvm", "qemu")
 
 
 def _nodes(raw: Any, env: Mapping[str, str]) -> tuple[Node, ...]:
@@ -252,6 +274,7 @@ def _node(raw: dict[str, Any]) -> Node:
         host_key=raw.get("host_key"),
         pool=str(raw.get("pool", "default")),
         network=str(raw.get("network", "default")),
+        virt_type=_choice(raw.get("virt_type", "auto"), f"{where}.virt_type", VIRT_TYPES),
         capacity=Capacity(
             _number(cap.get("vcpus", 64), f"{where}.capacity.vcpus", 1, 4096),
             _number(cap.get("memory_mib", 262144), f"{where}.capacity.memory_mib", 128, 1 << 30),
@@ -277,6 +300,13 @@ def _compat_node(env: Mapping[str, str]) -> Node:
         ssh_user=env.get("SSH_USER", "root"),
         ssh_key="env:SSH_PRIVATE_KEY_ED25519_BASE64_ENCODED" if key else None,
     )
+
+
+def _choice(value: Any, where: str, choices: tuple[str, ...]) -> str:
+    """`value` if it is one of `choices`, else ConfigError listing them."""
+    if value not in choices:
+        raise ConfigError(f"{where} must be one of {', '.join(choices)}, not {value!r}")
+    return str(value)
 
 
 def _known(raw: dict[str, Any], where: str, allowed: set[str]) -> None:

@@ -39,8 +39,10 @@ NODE_FIELDS = {
     "host_key": Field(str, max_length=4096),
     "pool": Field(str, max_length=63),
     "network": Field(str, max_length=63),
+    "virt_type": Field(str, max_length=8),
     "capacity": Field(dict),
 }
+APPROVE_FIELDS = {"fingerprint": Field(str, required=True, max_length=128)}
 CAPACITY_FIELDS = {
     "vcpus": Field(int, required=True),
     "memory_mib": Field(int, required=True),
@@ -59,6 +61,17 @@ async def add_node(request: web.Request) -> web.Response:
         node = replace(node, capacity=Capacity(cap["vcpus"], cap["memory_mib"], cap["disk_gib"]))
     added = await request.app[PROVISIONER_KEY].nodes.add(actor, node)
     return web.json_response(render.node(added, Capacity(0, 0, 0)), status=201)
+
+
+@routes.post("/v1/nodes/{name}/approve")
+async def approve_host_key(request: web.Request) -> web.Response:
+    """Trust the SSH host key a node presents, named by the fingerprint the operator checked."""
+    actor = await authorize(request, Permission.MANAGE_NODES)
+    body = await read_json(request, APPROVE_FIELDS)
+    nodes = request.app[PROVISIONER_KEY].nodes
+    node = await nodes.approve_host_key(actor, request.match_info["name"], body["fingerprint"])
+    used = dict(await nodes.list()).get(node, Capacity(0, 0, 0))
+    return web.json_response(render.node(node, used))
 
 
 @routes.get("/v1/audit")

@@ -10,13 +10,14 @@ from typing import Any
 from aiohttp import web
 
 from acl.rbac import ROLE_PERMISSIONS, Permission
-from api.admin import CAPACITY_FIELDS, NODE_FIELDS
+from api.admin import APPROVE_FIELDS, CAPACITY_FIELDS, NODE_FIELDS
 from api.body import MAX_BODY, Field
 from api.workspaces import CREATE_FIELDS, PROVISIONER_KEY
 from provisioner import audit, service
 from provisioner.catalog import Catalog
 from provisioner.models import (
     ApprovalState,
+    NodeTrust,
     OperationKind,
     OperationState,
     Role,
@@ -41,7 +42,12 @@ TOKEN_FIELDS = {
 }
 # api/body.py _check_value: list fields hold up to 20 names of 1 to 255 characters.
 MAX_LIST_ITEMS, MAX_ITEM_LENGTH = 20, 255
-POWER_KINDS = (OperationKind.START, OperationKind.STOP, OperationKind.REBOOT)
+POWER_KINDS = (
+    OperationKind.START,
+    OperationKind.STOP,
+    OperationKind.REBOOT,
+    OperationKind.REBUILD,
+)
 ERRORS: dict[int, str] = {
     400: "The body is not valid JSON.",
     401: "No bearer token, or one that is unknown, revoked or expired.",
@@ -150,6 +156,17 @@ def body_schema(fields: dict[str, Field], rules: dict[str, Schema]) -> Schema:
 
 
 # --- parameters ---------------------------------------------------------------------------------
+
+
+def path_param(name: str, description: str) -> Schema:
+    """A string path parameter such as `{name}`."""
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": string(),
+    }
 
 
 def path_id(what: str) -> Schema:
@@ -405,6 +422,17 @@ def catalog_routes() -> list[Route]:
             errors=(409,),
             body="AddNode",
         ),
+        Route(
+            "post",
+            "/v1/nodes/{name}/approve",
+            "Trust the SSH host key the node presents (its fingerprint, as checked by you)",
+            200,
+            answer("The node, trusted.", ref("Node")),
+            permission=Permission.MANAGE_NODES,
+            errors=(404, 409),
+            parameters=(path_param("name", "The node's name."),),
+            body="ApproveHostKey",
+        ),
     ]
 
 
@@ -552,6 +580,7 @@ def request_schemas(catalog: Catalog | None) -> dict[str, Schema]:
     return {
         "CreateWorkspace": body_schema(CREATE_FIELDS, create_rules),
         "AddNode": body_schema(NODE_FIELDS, node_rules),
+        "ApproveHostKey": body_schema(APPROVE_FIELDS, {}),
         "Extend": body_schema(
             EXTEND_FIELDS,
             {"hours": {"minimum": 1, "examples": [24], **extend_choices.get("hours", {})}},
@@ -570,7 +599,7 @@ def workspace_schemas() -> dict[str, Schema]:
             {key: string() for key in ("id", "name", "owner", "plan", "image", "node")}
             | {"state": enum_of(WorkspaceState), "domain": string(), "tailscale": ref("Tailscale")}
             | {"error": text, "created_at": timestamp(), "updated_at": timestamp()}
-            | {"expires_at": when}
+            | {"expires_at": when, "address": text}
         ),
         "Step": obj(
             {"name": string(), "state": enum_of(StepState), "detail": text}
@@ -603,7 +632,11 @@ def catalog_schemas() -> dict[str, Schema]:
         "Node": obj(
             {"name": string(), "libvirt_uri": string(), "ssh_host": text}
             | {"ssh_port": nullable(integer()), "pool": string(), "network": string()}
-            | {"capacity": ref("Capacity"), "used": ref("Capacity")}
+            | {"virt_type": string(), "capacity": ref("Capacity"), "used": ref("Capacity")}
+            | {"host_key": ref("HostKey")}
+        ),
+        "HostKey": obj(
+            {"state": enum_of(NodeTrust), "fingerprint": text, "presented_fingerprint": text}
         ),
     }
 

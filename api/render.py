@@ -6,6 +6,7 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
+from provisioner.keys import pinned_fingerprint
 from provisioner.models import ApiToken, AuditEvent, Capacity, Node, Operation, Step, Workspace
 
 
@@ -34,6 +35,7 @@ def workspace(ws: Workspace) -> dict[str, Any]:
         "created_at": iso(ws.created_at),
         "updated_at": iso(ws.updated_at),
         "expires_at": iso(ws.expires_at),
+        "address": ws.address,
     }
 
 
@@ -102,8 +104,14 @@ def node(n: Node, used: Capacity) -> dict[str, Any]:
         "ssh_port": n.ssh_port if n.ssh_host else None,
         "pool": n.pool,
         "network": n.network,
+        "virt_type": n.virt_type,
         "capacity": asdict(n.capacity),
         "used": asdict(used),
+        "host_key": {
+            "state": n.trust.value,
+            "fingerprint": pinned_fingerprint(n.host_key),
+            "presented_fingerprint": n.presented_fingerprint,
+        },
     }
 
 

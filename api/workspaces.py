@@ -105,9 +105,9 @@ async def delete_workspace(request: web.Request) -> web.Response:
     return web.json_response(render.operation(op), status=202)
 
 
-@routes.post(r"/v1/workspaces/{id}/{action:start|stop|reboot}")
+@routes.post(r"/v1/workspaces/{id}/{action:start|stop|reboot|rebuild}")
 async def power_workspace(request: web.Request) -> web.Response:
-    """Start, stop or reboot a workspace."""
+    """Start, stop, reboot or rebuild (fresh disk, same name) a workspace."""
     actor = await authorize(request, Permission.WRITE_WORKSPACES)
     kind = OperationKind(request.match_info["action"])
     op = await _core(request).power(actor, request.match_info["id"], kind)

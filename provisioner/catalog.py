@@ -19,7 +19,7 @@ DEFAULT_PLANS = (
     Plan("large", vcpus=4, memory_mib=8192, disk_gib=80, requires_approval=True),
 )
 DEFAULT_IMAGES = (Image("debian-12", base_volume="debian-12.qcow2", os="debian12"),)
-DEFAULT_NODES = (Node("local", libvirt_uri="test:///default"),)
+DEFAULT_NODES = (Node("local", libvirt_uri="test:///default", pool="default-pool"),)
 
 
 def _by_name(items: Iterable[Item]) -> Mapping[str, Item]:
@@ -27,12 +27,16 @@ def _by_name(items: Iterable[Item]) -> Mapping[str, Item]:
     return MappingProxyType({item.name: item for item in items})
 
 
-@dataclass(frozen=True)
+@dataclass
 class Catalog:
-    """The configured plans and images, looked up by name."""
+    """The configured plans and the known images (configured or imported), looked up by name."""
 
     plans: Mapping[str, Plan]
     images: Mapping[str, Image]
+
+    def learn_images(self, images: Iterable[Image]) -> None:
+        """Take in the stored images (an import in another process may have added one)."""
+        self.images = _by_name(images)
 
     @classmethod
     def of(cls, plans: Iterable[Plan], images: Iterable[Image]) -> Catalog:

@@ -11,6 +11,7 @@ ProvisionerError                 code: snake_case, message: a sentence for human
 ├── RateLimited                  too many requests; retry_after seconds (429)
 ├── ConfigError                  a setting is missing or wrong; stops start-up
 ├── NodeUntrusted                a node's SSH host key is not the pinned one (409)
+├── TimedOut                     a step waited longer than allowed (a guest never came up)
 └── InfrastructureError          a node, hypervisor or store failed (503)
     ├── NodeUnavailable          the node could not be reached
     ├── GuestUnreachable         a workspace's guest did not answer over SSH (yet)
@@ -95,6 +96,12 @@ class NodeUntrusted(ProvisionerError):
     """A node presented an SSH host key we have not pinned: unknown, or changed."""
 
     code = "node_untrusted"
+
+
+class TimedOut(ProvisionerError):
+    """A step waited longer than it may; retrying at once would only wait again."""
+
+    code = "timed_out"
 
 
 class InfrastructureError(ProvisionerError):

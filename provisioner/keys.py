@@ -56,6 +56,16 @@ def parse_public_key(text: str) -> tuple[str, str]:
     return line, f"SHA256:{digest}"
 
 
+def pinned_fingerprint(pin: str | None) -> str | None:
+    """The SHA256 fingerprint of a pinned host key (given as a key line or a fingerprint)."""
+    if pin is None or pin.startswith("SHA256:"):
+        return pin
+    try:
+        return parse_public_key(pin)[1]
+    except InvalidInput:
+        return None
+
+
 def _wire_strings(blob: bytes) -> list[bytes]:
     """Split an SSH wire-format blob into its length-prefixed strings; ValueError if ragged."""
     fields, at = [], 0

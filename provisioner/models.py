@@ -64,6 +64,7 @@ class OperationKind(StrEnum):
     START = "start"
     STOP = "stop"
     REBOOT = "reboot"
+    REBUILD = "rebuild"
 
 
 class StepState(StrEnum):
@@ -100,6 +101,14 @@ class DomainState(StrEnum):
     PAUSED = "paused"
     SHUTOFF = "shutoff"
     OTHER = "other"
+
+
+class NodeTrust(StrEnum):
+    """Whether a node's SSH host key is one we trust."""
+
+    TRUSTED = "trusted"
+    PENDING = "pending"
+    UNTRUSTED = "untrusted"
 
 
 @dataclass(frozen=True)
@@ -199,6 +208,19 @@ class Node:
     pool: str = "default"
     network: str = "default"
     capacity: Capacity = field(default_factory=lambda: Capacity(64, 262144, 4096))
+    virt_type: str = "auto"
+    trust: NodeTrust = NodeTrust.TRUSTED
+    presented_fingerprint: str | None = None
+
+    def __post_init__(self) -> None:
+        # The test driver has one pool, `default-pool`; "default" can only mean that one.
+        if self.simulated and self.pool == "default":
+            object.__setattr__(self, "pool", "default-pool")
+
+    @property
+    def simulated(self) -> bool:
+        """Whether this is libvirt's in-process test driver (no SSH, no real guests)."""
+        return self.libvirt_uri.startswith("test:")
 
 
 @dataclass(frozen=True)
@@ -227,6 +249,18 @@ class Workspace:
     expires_at: datetime | None = None
     tailscale: TailscaleInfo = field(default_factory=TailscaleInfo)
     error: str | None = None
+    address: str | None = None
+    guest_host_key: str | None = None
+
+    @property
+    def disk_volume(self) -> str:
+        """The workspace's qcow2 overlay in its node's pool."""
+        return f"{self.domain_name}.qcow2"
+
+    @property
+    def seed_volume(self) -> str:
+        """The workspace's cloud-init seed in its node's pool."""
+        return f"{self.domain_name}-seed.iso"
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from provisioner.audit import record
-from provisioner.catalog import Catalog
 from provisioner.errors import InfrastructureError, LeaseLost, ProvisionerError
-from provisioner.fleet import Fleet
 from provisioner.ids import new_id
 from provisioner.metrics import Metrics
 from provisioner.models import (
@@ -27,7 +25,8 @@ from provisioner.models import (
     StepState,
 )
 from provisioner.ports import Store
-from provisioner.steps import RECIPES, Recipe, StepContext, StepDef
+from provisioner.step_context import StepContext, StepContexts
+from provisioner.steps import RECIPES, Recipe, StepDef
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
@@ -44,8 +43,7 @@ class OperationRunner:
     def __init__(
         self,
         store: Store,
-        fleet: Fleet,
-        catalog: Catalog,
+        contexts: StepContexts,
         clock: Clock,
         metrics: Metrics,
         *,
@@ -56,7 +54,7 @@ class OperationRunner:
         fault_point: str | None = None,
     ) -> None:
         self.worker = f"{socket.gethostname()}-{os.getpid()}-{new_id('w')[-6:]}"
-        self._store, self._fleet, self._catalog = store, fleet, catalog
+        self._store, self._contexts = store, contexts
         self._clock, self._metrics = clock, metrics
         self._lease = timedelta(seconds=lease_seconds)
         self._concurrency, self._poll, self._max_attempts = concurrency, poll_seconds, max_attempts
@@ -198,7 +196,7 @@ class OperationRunner:
         op = claim.operation
         recipe = RECIPES[op.kind]
         try:
-            ctx = await self._context(op.workspace_id)
+            ctx = await self._contexts.build(op.workspace_id)
         except ProvisionerError as error:
             return await self._finish(claim, OperationState.FAILED, error.message)
         try:
@@ -225,21 +223,6 @@ class OperationRunner:
                 claim, OperationState.FAILED, "internal error; see server log"
             )
         return await self._finish(claim, OperationState.SUCCEEDED, None)
-
-    async def _context(self, workspace_id: str) -> StepContext:
-        """What the steps of an operation on this workspace need."""
-        async with self._store.read() as tx:
-            ws = await tx.get_workspace(workspace_id)
-        assert ws is not None, f"operation on unknown workspace {workspace_id}"
-        plan = self._catalog.plans.get(ws.plan)
-        image = self._catalog.image(ws.image)
-        return StepContext(
-            workspace=ws,
-            image=image,
-            vcpus=plan.vcpus if plan else 1,
-            memory_mib=plan.memory_mib if plan else 1024,
-            hypervisor=await self._fleet.hypervisor(ws.node),
-        )
 
     async def _check_cancel(self, claim: Claim, recipe: Recipe) -> None:
         """Raise Cancelled if a cancel was requested and this kind allows it now."""

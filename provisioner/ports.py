@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 from provisioner.models import (
@@ -39,6 +40,26 @@ class DomainSpec:
     vcpus: int
     memory_mib: int
     image: Image
+    disk_volume: str
+    seed_volume: str
+    network: str
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    """A volume in a node's storage pool."""
+
+    name: str
+    path: str
+    capacity_bytes: int
+
+
+@dataclass(frozen=True)
+class PoolSpace:
+    """How much room a node's storage pool has."""
+
+    capacity_bytes: int
+    available_bytes: int
 
 
 @dataclass(frozen=True)
@@ -81,8 +102,32 @@ class Hypervisor(Protocol):
         """Every domain carrying our metadata; raises if the listing is incomplete."""
         ...
 
-    async def check(self) -> None:
-        """Raise NodeUnavailable unless the node answers."""
+    async def addresses(self, name: str) -> Sequence[str]:
+        """The domain's IPv4 addresses, from DHCP leases or else the guest agent."""
+        ...
+
+    async def volume(self, name: str) -> VolumeInfo | None:
+        """The volume called `name` in the node's pool, or None."""
+        ...
+
+    async def volumes(self) -> Sequence[str]:
+        """The names of every volume in the node's pool."""
+        ...
+
+    async def create_overlay(self, name: str, base: str, size_gib: int) -> None:
+        """A qcow2 volume of `size_gib` backed by the volume `base` (copy-on-write, no copy)."""
+        ...
+
+    async def upload_volume(self, name: str, source: bytes | Path) -> None:
+        """A new volume holding `source`; it only appears once the upload is complete."""
+        ...
+
+    async def delete_volume(self, name: str) -> None:
+        """Delete the volume called `name`."""
+        ...
+
+    async def check(self) -> PoolSpace:
+        """Raise NodeUnavailable unless the node and its pool answer; the pool's room."""
         ...
 
     async def close(self) -> None:
@@ -204,6 +249,10 @@ class Transaction(Protocol):
         name: str | None = None,
     ) -> list[Workspace]:
         """Workspaces ordered by id, after the id `after`."""
+        ...
+
+    async def workspaces_on_node(self, node: str) -> list[Workspace]:
+        """Workspaces on `node` that are not deleted or denied."""
         ...
 
     async def update_workspace(
@@ -347,7 +396,17 @@ class Transaction(Protocol):
         ...
 
     async def list_nodes(self) -> list[Node]:
-        """Every stored node."""
+        """Every stored node, with its host-key trust."""
+        ...
+
+    async def note_host_key(
+        self, node: str, fingerprint: str, public_key: str, *, untrusted: bool, now: datetime
+    ) -> bool:
+        """Remember a key a node presented; False if this sighting was already known."""
+        ...
+
+    async def trust_host_key(self, node: str, fingerprint: str, now: datetime) -> str | None:
+        """Trust the presented key if its fingerprint matches; the key, or None."""
         ...
 
     async def add_chat_message(
@@ -380,6 +439,14 @@ class Transaction(Protocol):
 
     async def workspaces_to_remind(self, before: datetime, limit: int) -> list[Workspace]:
         """Live workspaces expiring before `before` whose owner was not reminded yet."""
+        ...
+
+    async def save_image(self, image: Image) -> None:
+        """Store an image registered by an import."""
+        ...
+
+    async def list_images(self) -> list[Image]:
+        """Every stored image, configured or imported."""
         ...
 
     async def sync_catalog(

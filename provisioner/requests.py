@@ -92,10 +92,18 @@ def check_node(node: Node) -> None:
         raise InvalidInput(f"capacity values must be at most {MAX_INT32}")
 
 
+RESERVED_LOGINS = frozenset(
+    {"root", "provisioner", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news"}
+    | {"uucp", "proxy", "www-data", "backup", "list", "irc", "nobody", "sshd", "systemd-network"}
+)
+
+
 def login_name(owner: str) -> str:
     """The owner's user name inside their workspaces: the e-mail's local part, made POSIX-safe."""
     name = re.sub(r"[^a-z0-9_-]", "-", owner.split("@", 1)[0].lower()).strip("-")[:32]
-    return name if name[:1].isalpha() else f"u{name}"[:32]
+    name = name if name[:1].isalpha() else f"u{name}"[:32]
+    # System accounts (and ours) are never handed to an owner.
+    return f"{name[:27]}-user" if name in RESERVED_LOGINS else name
 
 
 def check_playbooks(playbooks: tuple[str, ...]) -> None:

@@ -48,6 +48,7 @@ POWER_ACTIONS = {
     OperationKind.START: frozenset({WorkspaceState.STOPPED}),
     OperationKind.STOP: frozenset({WorkspaceState.RUNNING}),
     OperationKind.REBOOT: frozenset({WorkspaceState.RUNNING}),
+    OperationKind.REBUILD: frozenset({WorkspaceState.RUNNING, WorkspaceState.STOPPED}),
 }
 DELETABLE = frozenset(
     {
@@ -90,6 +91,9 @@ class Provisioner:
         check_playbooks(request.playbooks)
         name = workspace_name(request.name, owner)
         size = Capacity(plan.vcpus, plan.memory_mib, plan.disk_gib)
+        if not self._fleet.holds_image(image):
+            # Maybe it was imported since we last looked: look again before refusing.
+            await self._fleet.survey(timeout=2.0)
         now = self._clock()
         async with self._store.transaction() as tx:
             # Placement is serialised; checking the key under the same lock lets twins replay.
@@ -98,7 +102,7 @@ class Provisioner:
                 replay = await self._replay(tx, actor, idempotency)
                 if replay is not None:
                     return replay
-            node = self._fleet.place(size, await tx.usage_by_node())
+            node = self._fleet.place(size, await tx.usage_by_node(), image)
             why_gated = await self._approval_reason(tx, plan, owner)
             gated = why_gated is not None
             ws_id = new_id("ws")
@@ -241,7 +245,7 @@ class Provisioner:
         )
 
     async def power(self, actor: Actor, workspace_id: str, kind: OperationKind) -> Operation:
-        """Start, stop or reboot a workspace."""
+        """Start, stop, reboot or rebuild a workspace."""
         allowed = POWER_ACTIONS[kind]
         async with self._store.transaction() as tx:
             await tx.lock(f"workspace:{workspace_id}")

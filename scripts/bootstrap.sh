@@ -1,5 +1,6 @@
 #!/bin/bash
-# Idempotent installer: Debian packages (libvirt, QEMU, OpenSSH, PostgreSQL, Ansible) and .venv with '.[dev]'.
+# Idempotent installer: Debian packages (libvirt, QEMU, OpenSSH, PostgreSQL, Ansible, the e2e guest image
+# build and seed tools) and .venv with '.[dev]'.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 say() { echo "[bootstrap] $*"; }
@@ -7,7 +8,8 @@ SUDO=(); [ "$(id -u)" = 0 ] || SUDO=(sudo)
 APT=("${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get)
 PKGS=(libvirt-dev pkg-config gcc python3-dev python3-venv libvirt-daemon libvirt-daemon-driver-qemu
   libvirt-clients qemu-system-x86 qemu-utils openssh-server openssh-client postgresql ansible-core
-  dnsmasq-base iptables jq curl wrk)
+  dnsmasq-base iptables jq curl wrk
+  mmdebstrap e2fsprogs genisoimage shellcheck)   # e2e: build-image.sh, NoCloud seed ISOs; lint of scripts/
 
 installed=$(dpkg-query -W -f='${db:Status-Status}\n' "${PKGS[@]}" 2>/dev/null | grep -cx installed || true)
 if [ "$installed" != "${#PKGS[@]}" ]; then

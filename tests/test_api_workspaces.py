@@ -47,18 +47,34 @@ async def test_create_defines_and_starts_a_domain_then_delete_removes_it(
     assert ws["state"] == "provisioning" and op["kind"] == "create"
     done = await wait_operation(client, admin_headers, op["id"])
     assert done["state"] == "succeeded", done
-    assert [s["name"] for s in done["steps"]] == ["define_domain", "start_domain"]
+    assert [s["name"] for s in done["steps"]] == [
+        "prepare_disk",
+        "write_seed",
+        "define_domain",
+        "start_domain",
+        "wait_for_address",
+        "wait_for_ssh",
+    ]
     domain = driver_domain(ws["domain"])
     assert domain is not None and domain.isActive()
     assert domain.maxMemory() == 4096 * 1024 and domain.info()[3] == 2
-    assert ws["id"] in domain.XMLDesc()
+    xml = domain.XMLDesc()
+    assert ws["id"] in xml
+    # The disk is a 40 GiB (medium) qcow2 overlay on the image; the seed rides along.
+    pool = libvirt.open("test:///default").storagePoolLookupByName("default-pool")
+    disk = pool.storageVolLookupByName(f"{ws['domain']}.qcow2")
+    assert disk.info()[1] == 40 << 30
+    assert "<backingStore>" in disk.XMLDesc() and "debian-12.qcow2" in disk.XMLDesc()
+    assert disk.path() in xml and f"{ws['domain']}-seed.iso" in xml
     got = await (await client.get(f"/v1/workspaces/{ws['id']}", headers=admin_headers)).json()
     assert got["state"] == "running"
+    assert got["address"].startswith("192.168.122.")  # the test driver's canned lease
 
     resp = await client.delete(f"/v1/workspaces/{ws['id']}", headers=admin_headers)
     assert resp.status == 202
     deleted = await wait_operation(client, admin_headers, (await resp.json())["id"])
     assert deleted["state"] == "succeeded"
     assert driver_domain(ws["domain"]) is None
+    assert not {f"{ws['domain']}.qcow2", f"{ws['domain']}-seed.iso"} & set(pool.listVolumes())
     got = await (await client.get(f"/v1/workspaces/{ws['id']}", headers=admin_headers)).json()
     assert got["state"] == "deleted"

@@ -28,8 +28,20 @@ from settings import Settings
 
 ADMIN_SECRET = "prov_crash-admin-" + "z" * 24
 LEASE_SECONDS = 2
-CREATE_STEPS = ["define_domain", "start_domain"]
-COMPENSATION_STEPS = ["undo_destroy_domain", "undo_undefine_domain"]
+CREATE_STEPS = [
+    "prepare_disk",
+    "write_seed",
+    "define_domain",
+    "start_domain",
+    "wait_for_address",
+    "wait_for_ssh",
+]
+COMPENSATION_STEPS = [
+    "undo_destroy_domain",
+    "undo_undefine_domain",
+    "undo_delete_disk",
+    "undo_delete_seed",
+]
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -98,22 +110,26 @@ async def test_kill_during_create_then_restart_finishes_the_operation(
     got = (await second.client.get(f"/v1/workspaces/{ws['id']}")).json()
 
     assert op["attempts"] == 2, op
-    if step == "define_domain":
-        # The re-run define observes no domain (the test driver forgot it) and defines it again.
+    if step == "prepare_disk":
+        # Nothing was recorded done: the re-run starts from scratch on the fresh test driver.
         assert op["state"] == "succeeded", op
         assert op["error"] is None
         assert step_table(op) == [(name, "succeeded") for name in CREATE_STEPS]
         assert got["state"] == "running"
         outcome = ["operation.succeeded", "workspace.running"]
     else:
-        # define_domain is recorded done, so it is not re-run; start_domain observes that the
-        # domain vanished with the killed process and fails readably, then the undo runs.
+        # Steps recorded done are not re-run; a later step observes that what they made
+        # vanished with the killed process (the test driver lives in it), fails readably,
+        # and the undo runs.
         assert op["state"] == "failed", op
-        assert op["error"] == f"domain {ws['domain']} is missing on its node", op
-        assert step_table(op) == [
-            ("define_domain", "succeeded"),
-            ("start_domain", "failed"),
-            *[(name, "succeeded") for name in COMPENSATION_STEPS],
+        assert "missing" in op["error"], op
+        done = CREATE_STEPS.index(step)
+        table = step_table(op)
+        assert table[:done] == [(name, "succeeded") for name in CREATE_STEPS[:done]]
+        failed = [name for name, state in table if state == "failed"]
+        assert len(failed) == 1 and failed[0] in CREATE_STEPS[done:], table
+        assert table[-len(COMPENSATION_STEPS) :] == [
+            (name, "succeeded") for name in COMPENSATION_STEPS
         ]
         assert got["state"] == "failed" and got["error"] == op["error"]
         outcome = ["operation.failed", "workspace.failed"]

@@ -12,6 +12,7 @@ import pytest
 
 from provisioner.adapters.libvirt import LibvirtHypervisor
 from provisioner.errors import NodeUnavailable
+from provisioner.models import Node
 
 
 @pytest.fixture
@@ -29,7 +30,7 @@ def silent_socket(tmp_path: Path) -> Iterator[Path]:
 
 async def test_a_hung_node_fails_fast_after_one_timeout(silent_socket: Path) -> None:
     node = LibvirtHypervisor(
-        "hung", f"qemu+unix:///system?socket={silent_socket}", call_timeout=0.5
+        Node("hung", f"qemu+unix:///system?socket={silent_socket}"), call_timeout=0.5
     )
     started = time.monotonic()
     with pytest.raises(NodeUnavailable, match=r"did not answer within 0\.5 s"):

@@ -34,4 +34,4 @@ async def test_opening_twice_is_harmless(database_url: str) -> None:
                 await tx.conn.execute(sa.text("SELECT version_num FROM alembic_version"))
             ).scalar()
         await store.close()
-    assert version == "0003"
+    assert version == "0004"

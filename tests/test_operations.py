@@ -89,11 +89,11 @@ async def test_concurrent_claims_never_share_an_operation(idle: System) -> None:
 async def test_resume_skips_finished_steps(idle: System) -> None:
     ws, op = await idle.core.create_workspace(ADMIN, CreateRequest("small", "debian-12"))
     now = datetime.now(UTC)
-    # A first worker defined the domain, recorded it, and died before starting it.
+    # A first worker made the disk and seed, defined the domain, and died before starting it.
     [first] = await claim(idle, "dead-worker", now - timedelta(seconds=60))
-    await idle.runner._run_step(
-        first, main_step("define_domain"), await idle.runner._context(ws.id)
-    )
+    ctx = await idle.runner._contexts.build(ws.id)
+    for name in FIRST_STEPS:
+        await idle.runner._run_step(first, main_step(name), ctx)
     async with idle.store.transaction() as tx:
         await tx.renew_lease(first, now - timedelta(seconds=1))
     idle.runner.start()
@@ -103,11 +103,14 @@ async def test_resume_skips_finished_steps(idle: System) -> None:
         await idle.runner.stop(5)
     done = await idle.core.get_operation(ADMIN, op.id)
     assert [(s.name, s.state) for s in done.steps] == [
-        ("define_domain", StepState.SUCCEEDED),
-        ("start_domain", StepState.SUCCEEDED),
+        (step.name, StepState.SUCCEEDED) for step in RECIPES[OperationKind.CREATE].steps
     ]
+    assert done.steps[0].detail == "10 GiB copy-on-write disk over debian-12.qcow2"
     assert done.attempts == 2
     assert driver().lookupByName(ws.domain_name).isActive()
+
+
+FIRST_STEPS = ("prepare_disk", "write_seed", "define_domain")
 
 
 def main_step(name: str) -> StepDef:
@@ -144,17 +147,23 @@ async def test_cancel_of_a_pending_create_deletes_the_workspace(idle: System) ->
 async def test_cancel_between_steps_compensates(idle: System) -> None:
     ws, op = await idle.core.create_workspace(ADMIN, CreateRequest("small", "debian-12"))
     [held] = await claim(idle, "w", datetime.now(UTC))
-    ctx = await idle.runner._context(ws.id)
-    await idle.runner._run_step(held, main_step("define_domain"), ctx)
+    ctx = await idle.runner._contexts.build(ws.id)
+    for name in FIRST_STEPS:
+        await idle.runner._run_step(held, main_step(name), ctx)
+    pool = driver().storagePoolLookupByName("default-pool")
+    assert {ws.disk_volume, ws.seed_volume} <= set(pool.listVolumes())
     await idle.core.cancel_operation(ADMIN, op.id)
     assert await idle.runner._run(held) == OperationState.CANCELLED
     assert [s.name for s in (await idle.core.get_operation(ADMIN, op.id)).steps] == [
-        "define_domain",
+        *FIRST_STEPS,
         "undo_destroy_domain",
         "undo_undefine_domain",
+        "undo_delete_disk",
+        "undo_delete_seed",
     ]
     with pytest.raises(libvirt.libvirtError):
         driver().lookupByName(ws.domain_name)
+    assert not {ws.disk_volume, ws.seed_volume} & set(pool.listVolumes())
     assert (await idle.core.get_workspace(ADMIN, ws.id)).state == WorkspaceState.DELETED
 
 

@@ -139,6 +139,8 @@ CASES: tuple[Case, ...] = (
     case("POST", "/v1/workspaces/{theirs}/stop", WRITE, {202}, route=POWER, foreign=HIDDEN),
     case("POST", "/v1/workspaces/{mine}/reboot", WRITE, {202, 409}, route=POWER),
     case("POST", "/v1/workspaces/{theirs}/reboot", WRITE, {202, 409}, route=POWER, foreign=HIDDEN),
+    case("POST", "/v1/workspaces/{mine}/rebuild", WRITE, {202, 409}, route=POWER),
+    case("POST", "/v1/workspaces/{theirs}/rebuild", WRITE, {202, 409}, route=POWER, foreign=HIDDEN),
     case("POST", "/v1/operations/{gated_mine}/cancel", WRITE, {202}, route=OP + "/cancel"),
     case(
         "POST",
@@ -163,6 +165,15 @@ CASES: tuple[Case, ...] = (
         route="/v1/approvals/{id}/{decision}",
     ),
     case("POST", "/v1/nodes", ADD_NODES, {201}, body={"name": "spare", "libvirt_uri": TEST_URI}),
+    # The test-driver node has no SSH host key: an allowed caller gets a readable 422.
+    case(
+        "POST",
+        "/v1/nodes/local/approve",
+        ADD_NODES,
+        {422},
+        route="/v1/nodes/{name}/approve",
+        body={"fingerprint": "SHA256:" + "A" * 43},
+    ),
     case("POST", "/v1/tokens", TOKENS, {201}, body={"role": "admin", "owner": "mallory"}),
     case("DELETE", "/v1/tokens/{victim}", TOKENS, {200}, route="/v1/tokens/{id}"),
     case("DELETE", "/v1/workspaces/{mine}", WRITE, {202, 409}, route=WS),

@@ -3,6 +3,7 @@
 # its own libvirtd/virtlogd/dnsmasq/sshd/qemu cannot collide with anything on the host, its bridges,
 # taps and firewall rules exist only inside, and everything dies when the command exits.
 # Usage: netns-run.sh COMMAND [ARGS...]   (run bootstrap.sh / setup-host.sh packages and build-image.sh first, outside)
+# shellcheck disable=SC2016  # the inner script expands its own variables
 set -euo pipefail
 exec unshare --mount --net --pid --fork --kill-child --mount-proc --propagation private -- bash -c '
   for d in /run /var/lib/libvirt /var/cache/libvirt /var/log/libvirt /etc/libvirt/qemu /etc/libvirt/storage; do

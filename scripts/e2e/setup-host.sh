@@ -1,9 +1,12 @@
 #!/bin/bash
 # From-scratch host setup on Debian 12 (root, no systemd as PID 1): packages, libvirtd+virtlogd by hand,
-# an isolated libvirt network (no NAT, no ip_forward).
+# an isolated libvirt network with DHCP (no NAT, no ip_forward) and a dir storage pool.
+# Usage: setup-host.sh [packages|daemons|all]   (daemons: inside scripts/e2e/netns-run.sh)
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 NET=${NET:-e2e-net}
+POOL=${POOL:-default}
+POOL_DIR=${POOL_DIR:-/var/lib/libvirt/images}   # inside netns-run.sh: on its tmpfs over /var/lib/libvirt
 PHASE=${1:-all}   # packages (needs registry access) | daemons | all
 ts() { echo "[setup $(date +%T)] $*"; }
 if [ "$PHASE" != daemons ]; then
@@ -33,15 +36,25 @@ grep -qs '^security_driver' /etc/libvirt/qemu.conf || printf 'user = "root"\ngro
 pgrep -x virtlogd >/dev/null || virtlogd -d          # without it: "Failed to connect socket to '/run/libvirt/virtlogd-sock'"
 virsh -c qemu:///system version >/dev/null 2>&1 || libvirtd -d
 for _ in $(seq 1 50); do virsh -c qemu:///system version >/dev/null 2>&1 && break; sleep 0.2; done
+virsh -c qemu:///system version >/dev/null || { echo "setup-host: libvirtd does not answer" >&2; exit 1; }
+virsh() { command virsh -q -c qemu:///system "$@"; }
 ts "isolated network $NET"
-if ! virsh -c qemu:///system net-info "$NET" >/dev/null 2>&1; then
+if ! virsh net-info "$NET" >/dev/null 2>&1; then
   xml=$(mktemp); trap 'rm -f "$xml"' EXIT
   cat > "$xml" <<XML
 <network><name>$NET</name><bridge name='virbr9' stp='off' delay='0'/>
   <ip address='10.254.9.1' netmask='255.255.255.0'><dhcp><range start='10.254.9.10' end='10.254.9.200'/></dhcp></ip>
 </network>
 XML
-  virsh -c qemu:///system net-define "$xml" >/dev/null
+  virsh net-define "$xml" >/dev/null
 fi
-virsh -c qemu:///system net-list --name | grep -x "$NET" >/dev/null || virsh -c qemu:///system net-start "$NET" >/dev/null
+virsh net-list --name | grep -x "$NET" >/dev/null || virsh net-start "$NET" >/dev/null
+virsh net-autostart "$NET" >/dev/null
+ts "storage pool $POOL at $POOL_DIR"
+virsh pool-info "$POOL" >/dev/null 2>&1 || virsh pool-define-as "$POOL" dir --target "$POOL_DIR" >/dev/null
+if ! virsh pool-list --name | grep -x "$POOL" >/dev/null; then   # not active: build (mkdir) and start
+  virsh pool-build "$POOL" >/dev/null
+  virsh pool-start "$POOL" >/dev/null
+fi
+virsh pool-autostart "$POOL" >/dev/null
 ts "done"

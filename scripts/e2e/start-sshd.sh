@@ -26,6 +26,9 @@ LogLevel INFO
 Subsystem sftp internal-sftp
 CFG
 /usr/sbin/sshd -t -f "$DIR/sshd_config"
+rm -f "$DIR/sshd.pid"
 /usr/sbin/sshd -f "$DIR/sshd_config" -E "$DIR/sshd.log"
+# sshd forks before it binds: only the pid file (written once it listens) says it started.
 for _ in $(seq 1 50); do [ -s "$DIR/sshd.pid" ] && break; sleep 0.1; done
+[ -s "$DIR/sshd.pid" ] || { echo "sshd did not start on 127.0.0.1:$PORT:" >&2; tail -5 "$DIR/sshd.log" >&2; exit 1; }
 echo "sshd pid $(cat "$DIR/sshd.pid") on 127.0.0.1:$PORT"

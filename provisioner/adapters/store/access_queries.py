@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc
 
 from provisioner.adapters.store.base import QueriesBase
+from provisioner.adapters.store.node_queries import node_values
 from provisioner.adapters.store.tables import (
     api_tokens,
     audit_events,
@@ -20,7 +21,7 @@ from provisioner.adapters.store.tables import (
     plans,
 )
 from provisioner.errors import Conflict
-from provisioner.models import ApiToken, AuditEvent, Capacity, Image, Node, Plan, Role
+from provisioner.models import ApiToken, AuditEvent, Image, Node, Plan, Role
 
 
 def _to_token(row: sa.Row[Any]) -> ApiToken:
@@ -51,19 +52,12 @@ def _to_audit(row: sa.Row[Any]) -> AuditEvent:
     )
 
 
-def _node_values(node: Node, source: str) -> dict[str, Any]:
-    """Columns of a node row."""
-    values = asdict(node)
-    values.update(values.pop("capacity"), source=source)
+def _with_boot_files(image: Image, stored: Image | None) -> dict[str, Any]:
+    """A configured image's row, its unset kernel boot fields taken from an earlier import."""
+    values = asdict(image)
+    if stored is not None and image.kernel is None:
+        values.update(kernel=stored.kernel, initrd=stored.initrd, cmdline=stored.cmdline)
     return values
-
-
-def _to_node(row: sa.Row[Any]) -> Node:
-    """Map a node row to the domain record."""
-    values = dict(row._mapping)
-    values.pop("source")
-    capacity = Capacity(values.pop("vcpus"), values.pop("memory_mib"), values.pop("disk_gib"))
-    return Node(capacity=capacity, **values)
 
 
 class AccessQueries(QueriesBase):
@@ -176,33 +170,34 @@ class AccessQueries(QueriesBase):
     async def sync_catalog(
         self, node_list: Sequence[Node], plan_list: Sequence[Plan], image_list: Sequence[Image]
     ) -> None:
-        """Replace the stored catalog with the configured one; nodes added by the API stay."""
+        """Replace the stored catalog with the configured one; added nodes and images stay."""
         # Serialised: processes starting together would otherwise insert the same rows.
         await self.lock("catalog")
         configured = [n.name for n in node_list]
         await self.conn.execute(
             nodes.delete().where(sa.or_(nodes.c.source == "config", nodes.c.name.in_(configured)))
         )
-        for table, rows in (
-            (nodes, [_node_values(n, "config") for n in node_list]),
-            (plans, [asdict(p) for p in plan_list]),
-            (images, [asdict(i) for i in image_list]),
-        ):
-            if table is not nodes:
-                await self.conn.execute(table.delete())
-            if rows:
-                await self.conn.execute(table.insert(), rows)
+        if node_list:
+            await self.conn.execute(nodes.insert(), [node_values(n, "config") for n in node_list])
+        await self.conn.execute(plans.delete())
+        if plan_list:
+            await self.conn.execute(plans.insert(), [asdict(p) for p in plan_list])
+        # An import may have given a configured image its kernel boot files: keep those.
+        stored = {i.name: i for i in await self.list_images()}
+        rows = [_with_boot_files(i, stored.get(i.name)) for i in image_list]
+        names = [i.name for i in image_list]
+        await self.conn.execute(
+            images.delete().where(sa.or_(images.c.source == "config", images.c.name.in_(names)))
+        )
+        if rows:
+            await self.conn.execute(images.insert(), rows)
 
-    async def insert_node(self, node: Node) -> None:
-        """Store a node added through the API; Conflict if the name is taken."""
-        try:
-            await self.conn.execute(nodes.insert().values(**_node_values(node, "api")))
-        except exc.IntegrityError:
-            raise Conflict(
-                f"a node named {node.name!r} already exists", code="name_taken"
-            ) from None
+    async def save_image(self, image: Image) -> None:
+        """Store an image registered by an import (replacing an earlier import of it)."""
+        await self.conn.execute(images.delete().where(images.c.name == image.name))
+        await self.conn.execute(images.insert().values(**asdict(image), source="import"))
 
-    async def list_nodes(self) -> list[Node]:
-        """Every stored node, configured or added."""
-        rows = await self.conn.execute(nodes.select().order_by(nodes.c.name))
-        return [_to_node(row) for row in rows]
+    async def list_images(self) -> list[Image]:
+        """Every stored image, configured or imported."""
+        rows = await self.conn.execute(images.select().order_by(images.c.name))
+        return [Image(r.name, r.base_volume, r.os, r.kernel, r.initrd, r.cmdline) for r in rows]

@@ -57,6 +57,8 @@ workspaces = sa.Table(
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Column("expires_at", UTCDateTime),
     sa.Column("reminded_at", UTCDateTime),
+    sa.Column("address", sa.String(64)),
+    sa.Column("guest_host_key", sa.Text),
     sa.Index(
         "uq_workspaces_live_name",
         "name",
@@ -114,6 +116,19 @@ nodes = sa.Table(
     sa.Column("memory_mib", sa.Integer, nullable=False),
     sa.Column("disk_gib", sa.Integer, nullable=False),
     sa.Column("source", sa.String(16), nullable=False, server_default="config"),
+    sa.Column("virt_type", sa.String(8), nullable=False, server_default="auto"),
+)
+
+# Operators' host-key decisions live apart from `nodes`, which start-up rewrites from config.
+node_host_keys = sa.Table(
+    "node_host_keys",
+    metadata,
+    sa.Column("node", sa.String(63), primary_key=True),
+    sa.Column("trusted_key", sa.Text),
+    sa.Column("presented_key", sa.Text),
+    sa.Column("presented_fingerprint", sa.String(128)),
+    sa.Column("untrusted", sa.Boolean, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
 )
 
 plans = sa.Table(
@@ -137,6 +152,7 @@ images = sa.Table(
     sa.Column("kernel", sa.String(255)),
     sa.Column("initrd", sa.String(255)),
     sa.Column("cmdline", sa.Text),
+    sa.Column("source", sa.String(16), nullable=False, server_default="config"),
 )
 
 approvals = sa.Table(

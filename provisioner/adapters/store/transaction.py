@@ -5,11 +5,12 @@ from __future__ import annotations
 from provisioner.adapters.store.access_queries import AccessQueries
 from provisioner.adapters.store.approval_queries import ApprovalQueries
 from provisioner.adapters.store.chat_queries import ChatQueries
+from provisioner.adapters.store.node_queries import NodeQueries
 from provisioner.adapters.store.operation_queries import OperationQueries
 from provisioner.adapters.store.workspace_queries import WorkspaceQueries
 
 
 class SqlTransaction(
-    WorkspaceQueries, OperationQueries, ApprovalQueries, AccessQueries, ChatQueries
+    WorkspaceQueries, OperationQueries, ApprovalQueries, AccessQueries, ChatQueries, NodeQueries
 ):
     """All queries, bound to one open connection inside a transaction."""

@@ -38,6 +38,8 @@ def to_workspace(row: sa.Row[Any]) -> Workspace:
             row.tailscale_hostname, row.tailscale_ip, tuple(row.tailscale_tags or ())
         ),
         error=row.error,
+        address=row.address,
+        guest_host_key=row.guest_host_key,
     )
 
 
@@ -62,6 +64,8 @@ class WorkspaceQueries(QueriesBase):
             "tailscale_ip": workspace.tailscale.ip,
             "tailscale_tags": list(workspace.tailscale.tags),
             "error": workspace.error,
+            "address": workspace.address,
+            "guest_host_key": workspace.guest_host_key,
             "created_at": workspace.created_at,
             "updated_at": workspace.updated_at,
             "expires_at": workspace.expires_at,
@@ -101,6 +105,14 @@ class WorkspaceQueries(QueriesBase):
             query = query.where(workspaces.c.name == name)
         if after is not None:
             query = query.where(workspaces.c.id > after)
+        return [to_workspace(row) for row in await self.conn.execute(query)]
+
+    async def workspaces_on_node(self, node: str) -> list[Workspace]:
+        """Workspaces on `node` that may still own something there (not deleted or denied)."""
+        gone = [WorkspaceState.DELETED.value, WorkspaceState.DENIED.value]
+        query = workspaces.select().where(
+            workspaces.c.node == node, workspaces.c.state.not_in(gone)
+        )
         return [to_workspace(row) for row in await self.conn.execute(query)]
 
     async def update_workspace(

@@ -1,0 +1,45 @@
+"""The provisioner's own SSH identity on disk: made once, private key readable by us only."""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+
+import asyncssh
+
+from provisioner.errors import ConfigError
+
+
+def ensure_keypair(path: Path) -> str:
+    """The public key line of the ed25519 key at `path`, generating the key on first use."""
+    if not path.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        key = asyncssh.generate_private_key("ssh-ed25519", comment="provisioner")
+        _write_private(path, key.export_private_key())
+        path.with_suffix(".pub").write_bytes(key.export_public_key())
+    try:
+        key = asyncssh.read_private_key(path)
+    except (OSError, asyncssh.KeyImportError) as error:
+        raise ConfigError(f"cannot read the SSH key {path}: {error}") from None
+    return key.export_public_key().decode().strip()
+
+
+def write_key_from_base64(path: Path, encoded: str) -> Path:
+    """Write a private key given base64-encoded (GlueOps-style settings) to `path`, mode 0600."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _write_private(path, base64.b64decode(encoded))
+    try:
+        asyncssh.read_private_key(path)
+    except asyncssh.KeyImportError:
+        raise ConfigError(
+            "SSH_PRIVATE_KEY_ED25519_BASE64_ENCODED does not hold an OpenSSH private key"
+        ) from None
+    return path
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write key material so that it is never readable by others, not even briefly."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)

@@ -1,0 +1,106 @@
+"""What a step may touch: the workspace, its node, its guest, and how to remember progress."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from provisioner.catalog import Catalog
+from provisioner.errors import InvalidInput
+from provisioner.fleet import Fleet
+from provisioner.models import Capacity, Image, Node, Workspace
+from provisioner.ports import Hypervisor, NodeLink, SeedMaker, Store
+
+Save = Callable[[str, dict[str, Any]], Awaitable[Workspace | None]]
+
+
+@dataclass(frozen=True)
+class GuestLogin:
+    """The provisioner's own account in every guest: used to check and onboard it."""
+
+    user: str = "provisioner"
+    public_key: str = ""
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """How long steps wait for a guest (TCG guests boot in tens of seconds)."""
+
+    shutdown: float = 60.0
+    boot: float = 600.0
+    poll: float = 1.0
+
+
+@dataclass
+class StepContext:
+    """Everything one operation's steps need; `workspace` follows what steps remember."""
+
+    workspace: Workspace
+    image: Image
+    size: Capacity
+    node: Node
+    hypervisor: Hypervisor
+    link: NodeLink | None
+    seeds: SeedMaker
+    login: GuestLogin
+    owner_keys: tuple[str, ...]
+    save: Save
+    timeouts: Timeouts = field(default_factory=Timeouts)
+
+    async def remember(self, **changes: Any) -> None:
+        """Store facts about the workspace (its address, its guest's key) before relying on them."""
+        updated = await self.save(self.workspace.id, changes)
+        if updated is not None:
+            self.workspace = updated
+
+
+class StepContexts:
+    """Builds the context of an operation from the store, the catalog and the fleet."""
+
+    def __init__(
+        self,
+        store: Store,
+        catalog: Catalog,
+        fleet: Fleet,
+        seeds: SeedMaker,
+        clock: Callable[[], datetime],
+        *,
+        login: GuestLogin | None = None,
+        timeouts: Timeouts | None = None,
+    ) -> None:
+        self._store, self._catalog, self._fleet = store, catalog, fleet
+        self._seeds, self._clock = seeds, clock
+        self._login = login or GuestLogin()
+        self._timeouts = timeouts or Timeouts()
+
+    async def build(self, workspace_id: str) -> StepContext:
+        """The context of an operation on this workspace."""
+        async with self._store.read() as tx:
+            ws = await tx.get_workspace(workspace_id)
+            if ws is None:
+                raise InvalidInput(f"operation on unknown workspace {workspace_id}")
+            keys = tuple(key.public_key for key in await tx.ssh_keys(ws.owner))
+        plan = self._catalog.plans.get(ws.plan)
+        size = (
+            Capacity(plan.vcpus, plan.memory_mib, plan.disk_gib) if plan else Capacity(1, 1024, 10)
+        )
+        return StepContext(
+            workspace=ws,
+            image=self._catalog.image(ws.image),
+            size=size,
+            node=await self._fleet.node(ws.node),
+            hypervisor=await self._fleet.hypervisor(ws.node),
+            link=await self._fleet.link(ws.node),
+            seeds=self._seeds,
+            login=self._login,
+            owner_keys=keys,
+            save=self._save,
+            timeouts=self._timeouts,
+        )
+
+    async def _save(self, workspace_id: str, changes: dict[str, Any]) -> Workspace | None:
+        """Write workspace fields a step learnt."""
+        async with self._store.transaction() as tx:
+            return await tx.update_workspace(workspace_id, updated_at=self._clock(), **changes)
