@@ -14,7 +14,7 @@ from datetime import timedelta
 
 from slack_sdk.errors import SlackApiError
 
-from bot import views
+from bot import host_keys, views
 from bot.deps import BotDeps
 from provisioner.errors import ProvisionerError
 from provisioner.models import (
@@ -58,6 +58,7 @@ class MessageSync:
         """One round: post new approval requests, then bring changed messages up to date."""
         async with self._round:
             await self._post_new_approvals()
+            await host_keys.post_new(self._deps)
             for message in await self._deps.conversations.to_sync():
                 if message.subject_kind == "operation":
                     await self._sync_operation(message)

@@ -110,6 +110,20 @@ class Nodes:
         await self._fleet.refresh()
         return await self._fleet.node(name)
 
+    async def reject_host_key(self, actor: Actor, name: str, fingerprint: str) -> Node:
+        """Refuse the key a node presents: it stays out of use, and the refusal is audited."""
+        node = await self._node(name)
+        if node.presented_fingerprint != fingerprint:
+            raise Conflict(
+                f"node {name} does not present {fingerprint} any more; nothing to reject",
+                code="fingerprint_mismatch",
+            )
+        async with self._store.transaction() as tx:
+            await record(
+                tx, self._clock(), actor, "node.host_key_rejected", name, reason=fingerprint
+            )
+        return node
+
     async def _node(self, name: str) -> Node:
         """The node called `name`, or NotFound."""
         await self._fleet.refresh()
