@@ -482,6 +482,9 @@ async def test_run_on_guest_returns_output_and_exit_status(link: SshLink, guest_
         "127.0.0.1", "root", guest_sshd.host_key, ["sh", "-c", "echo no >&2; exit 3"], timeout=5
     )
     assert (three.exit_status, three.stderr) == (3, "no\n")
+    # stdin is at EOF: a command that reads it finishes instead of waiting forever.
+    cat = await link.run_on_guest("127.0.0.1", "root", guest_sshd.host_key, ["cat"], timeout=5)
+    assert (cat.exit_status, cat.stdout) == (0, "")
     odd = await link.run_on_guest(
         "127.0.0.1", "root", guest_sshd.host_key, ["printf", "a\\377b"], timeout=5
     )
