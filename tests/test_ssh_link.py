@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.adapters.ssh import SshLink, fingerprint
+from provisioner.adapters.ssh import SshLink
+from provisioner.adapters.ssh_pinning import fingerprint
 from provisioner.errors import (
     ConfigError,
     GuestUnreachable,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import shlex
 import shutil
 import socket
@@ -17,6 +16,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import asyncssh
 
+from provisioner.adapters.ssh_pinning import (
+    PinnedHost,
+    connect_options,
+    pin,
+    private_key,
+)
 from provisioner.errors import (
     ConfigError,
     GuestUnreachable,
@@ -31,55 +36,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SYSTEM_SOCKET = "/var/run/libvirt/libvirt-sock"
-FINGERPRINT_RE = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}$")
-# OpenSSH's own preference order; asyncssh's default puts RSA first, so a node with several
-# host keys would show ops a different key than `ssh-keyscan` or `ssh-keygen -lf` does.
-HOST_KEY_ALGS = (
-    "ssh-ed25519",
-    "ecdsa-sha2-nistp256",
-    "ecdsa-sha2-nistp384",
-    "ecdsa-sha2-nistp521",
-    "rsa-sha2-512",
-    "rsa-sha2-256",
-)
-# Non-empty but trusting nothing: every key goes to _PinnedHost. An empty value would make
-# asyncssh fall back to ~/.ssh/known_hosts.
-TRUST_NOTHING: tuple[list[str], list[str], list[str]] = ([], [], [])
-
-
-def fingerprint(public_key_line: str) -> str:
-    """The SHA256 fingerprint of an OpenSSH public key line, as `ssh-keygen -lf` prints it."""
-    return str(_public_key(public_key_line).get_fingerprint("sha256"))
-
-
-def _public_key(line: str) -> asyncssh.SSHKey:
-    """Parse an OpenSSH public key line; InvalidInput if it is not one."""
-    try:
-        return asyncssh.import_public_key(line.strip())
-    except (asyncssh.KeyImportError, ValueError):
-        raise InvalidInput(
-            "not an OpenSSH public key line (expected 'ssh-ed25519 AAAA… comment')"
-        ) from None
-
-
-def _pin(pinned: str | None) -> tuple[str | None, list[str]]:
-    """The pinned fingerprint, and host key algorithms that make the server show that key."""
-    if pinned is None or FINGERPRINT_RE.match(pinned.strip()):
-        return (pinned.strip() if pinned else None), list(HOST_KEY_ALGS)
-    key = _public_key(pinned)
-    own = [alg for alg in HOST_KEY_ALGS if alg.encode() in key.sig_algorithms]
-    own = own or [alg.decode() for alg in key.sig_algorithms]
-    return fingerprint(pinned), own + [alg for alg in HOST_KEY_ALGS if alg not in own]
-
-
-def _private_key(path: Path) -> asyncssh.SSHKey:
-    """Load a client key; ConfigError naming the file (never its content) if that fails."""
-    try:
-        return asyncssh.read_private_key(path)
-    except OSError as exc:
-        raise ConfigError(f"cannot read the SSH key {path}: {exc.strerror or exc}") from None
-    except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError) as exc:
-        raise ConfigError(f"the SSH key {path} is not usable: {exc}") from None
 
 
 def remote_libvirt_socket(node: Node) -> str:
@@ -93,36 +49,6 @@ def remote_libvirt_socket(node: Node) -> str:
         f"node {node.name}: libvirt URI {node.libvirt_uri!r} cannot be reached through our SSH "
         "link; use qemu:///system, or qemu:///system?socket=/absolute/path/to/libvirt-sock"
     )
-
-
-class _PinnedHost(asyncssh.SSHClient):
-    """Accepts only the pinned host key and remembers the key the server presented."""
-
-    def __init__(self, pinned: str | None) -> None:
-        self.pinned = pinned
-        self.presented: asyncssh.SSHKey | None = None
-
-    def validate_host_public_key(
-        self, host: str, addr: str, port: int, key: asyncssh.SSHKey
-    ) -> bool:
-        """Called during key exchange, before any authentication."""
-        self.presented = key
-        return self.pinned is not None and key.get_fingerprint("sha256") == self.pinned
-
-
-def _connect_options(
-    client: _PinnedHost, algs: list[str], key: asyncssh.SSHKey
-) -> dict[str, object]:
-    """Options shared by node and guest connections: our key only, our host key check only."""
-    return {
-        "client_factory": lambda: client,
-        "known_hosts": TRUST_NOTHING,
-        "server_host_key_algs": algs,
-        "client_keys": [key],
-        # No ssh-agent and no ~/.ssh/config: what we connect with must be what settings say.
-        "agent_path": None,
-        "config": None,
-    }
 
 
 class _Untrusted(Exception):
@@ -198,9 +124,9 @@ class SshLink:
         self, address: str, user: str, host_key: str, argv: Sequence[str], *, timeout: float
     ) -> CommandResult:
         """Run `argv` on a guest reached through the node, the guest's host key pinned."""
-        pinned, algs = _pin(host_key)
-        client = _PinnedHost(pinned)
-        options = _connect_options(client, algs, _private_key(self._guest_key))
+        pinned, algs = pin(host_key)
+        client = PinnedHost(pinned)
+        options = connect_options(client, algs, private_key(self._guest_key))
         where = f"guest {address} via node {self._node.name}"
         try:
             async with asyncio.timeout(timeout):
@@ -231,7 +157,7 @@ class SshLink:
         node: asyncssh.SSHClientConnection,
         address: str,
         user: str,
-        client: _PinnedHost,
+        client: PinnedHost,
         options: dict[str, object],
     ) -> asyncssh.SSHClientConnection:
         """Open an SSH connection to the guest, tunnelled through the node's connection."""
@@ -292,14 +218,14 @@ class SshLink:
     async def _open(self) -> asyncssh.SSHClientConnection:
         """A new connection to the node, its host key checked before we authenticate."""
         try:
-            pinned, algs = _pin(self._node.host_key)
+            pinned, algs = pin(self._node.host_key)
         except InvalidInput:
             raise ConfigError(
                 f"node {self._node.name}: the pinned host key is neither an OpenSSH public key "
                 "line nor a SHA256:… fingerprint"
             ) from None
-        client = _PinnedHost(pinned)
-        options = _connect_options(client, algs, _private_key(self._client_key))
+        client = PinnedHost(pinned)
+        options = connect_options(client, algs, private_key(self._client_key))
         try:
             conn = await asyncssh.connect(
                 self._node.ssh_host or "",
