@@ -67,7 +67,7 @@ class PinnedHost(asyncssh.SSHClient):
         self.pinned = pinned
         self.presented: asyncssh.SSHKey | None = None
 
-    def validate_hostpublic_key(
+    def validate_host_public_key(
         self, host: str, addr: str, port: int, key: asyncssh.SSHKey
     ) -> bool:
         """Called during key exchange, before any authentication."""
