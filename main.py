@@ -236,6 +236,7 @@ async def serve(settings: Settings) -> None:
 async def upkeep(system: System) -> None:
     """Learn imported images and node changes, look at the pools, reconcile with the nodes."""
     await system.images.reload()
+    await system.images.stock_simulated()
     await system.fleet.refresh()
     await system.fleet.survey(timeout=10.0)
     findings = await system.reconciler.run()

@@ -22,7 +22,9 @@ async def wait_for_address(ctx: StepContext) -> str:
         if loop.time() >= deadline:
             raise TimedOut(
                 f"guest {ctx.workspace.domain_name} got no address within "
-                f"{ctx.timeouts.boot:g} s; check network {ctx.node.network!r} on {ctx.node.name}"
+                f"{ctx.timeouts.boot:g} s; check network {ctx.node.network!r} on {ctx.node.name} "
+                f"and the console log /var/log/libvirt/qemu/{ctx.workspace.domain_name}"
+                "-console.log there"
             )
         await asyncio.sleep(ctx.timeouts.poll)
 
@@ -53,5 +55,5 @@ async def wait_for_ssh(ctx: StepContext) -> str:
         await asyncio.sleep(ctx.timeouts.poll)
     raise TimedOut(
         f"guest {ws.domain_name} did not accept SSH within {ctx.timeouts.boot:g} s ({last}); "
-        f"see its console: virsh console {ws.domain_name} on {ctx.node.name}"
+        f"see /var/log/libvirt/qemu/{ws.domain_name}-console.log on {ctx.node.name}"
     )

@@ -64,7 +64,7 @@ class Images:
     ) -> Image:
         """Upload the files into each chosen node's pool, skipping volumes already there."""
         image = self._image_for(name, files)
-        targets = await self._targets(node_names)
+        targets = await self._targets(node_names, progress)
         uploads = [(image.base_volume, files.disk)]
         if image.kernel and files.kernel:
             uploads.append((image.kernel, files.kernel))
@@ -105,7 +105,7 @@ class Images:
             image = replace(image, cmdline=files.cmdline)
         return image
 
-    async def _targets(self, node_names: Sequence[str]) -> list[str]:
+    async def _targets(self, node_names: Sequence[str], progress: Progress) -> list[str]:
         """The trusted nodes to import into: the named ones, or all reached over SSH or locally."""
         known = {node.name: node for node in self._fleet.nodes()}
         for name in node_names:
@@ -118,7 +118,13 @@ class Images:
                 f"node(s) {', '.join(untrusted)} have an unapproved host key; "
                 "approve with `provisioner node approve NAME --fingerprint SHA256:…` first"
             )
-        # Test-driver pools live inside each serving process; they are stocked at start.
+        for node in chosen:
+            if node.simulated:
+                # Test-driver pools live inside each serving process, which stocks them itself.
+                progress(
+                    f"{node.name}: libvirt's test driver keeps no files; serving processes "
+                    "give it the image within a minute"
+                )
         return [n.name for n in chosen if not n.simulated]
 
 

@@ -77,7 +77,10 @@ class Reconciler:
             if ws.state in SETTLED and ws.domain_name not in domains:
                 await self._mark_lost(ws, findings)
         leftovers = {d for d in domains if d not in owned}
-        leftovers |= {m.group(1) for v in volumes if (m := OUR_VOLUME.match(v))} - set(owned)
+        for name in {m.group(1) for v in volumes if (m := OUR_VOLUME.match(v))} - set(owned):
+            # Volumes named like ours that a foreign domain uses are that domain's business.
+            if name in domains or await hypervisor.lookup(name) is None:
+                leftovers.add(name)
         seen_now = {(node.name, name) for name in leftovers}
         for key in list(self._first_seen):
             if key[0] == node.name and key not in seen_now:
@@ -107,9 +110,10 @@ class Reconciler:
     ) -> None:
         """Report a leftover at first sight; remove it once it outlived the grace period."""
         now = self._clock()
+        new = (node.name, name) not in self._first_seen
         first = self._first_seen.setdefault((node.name, name), now)
         what = "domain" if has_domain else "volumes"
-        if first == now:
+        if new:
             findings.orphans.append(name)
             async with self._store.transaction() as tx:
                 await record(
@@ -130,7 +134,9 @@ class Reconciler:
 async def _remove(hypervisor: Hypervisor, name: str) -> None:
     """Power off and undefine the domain (if it is ours), then delete its volumes."""
     found = await hypervisor.lookup(name)
-    if found is not None and found.workspace_id is not None:
+    if found is not None:
+        if found.workspace_id is None:
+            return  # a foreign domain took the name meanwhile: neither it nor its disks are ours
         if found.state != DomainState.SHUTOFF:
             await hypervisor.destroy(name)
         await hypervisor.undefine(name)

@@ -42,7 +42,9 @@ def domain_xml(spec: DomainSpec, domain_type: str, files: BootFiles) -> str:
     interface = ET.SubElement(devices, "interface", type="network")
     ET.SubElement(interface, "source", network=spec.network)
     ET.SubElement(interface, "model", type="virtio")
-    ET.SubElement(devices, "serial", type="pty")
+    serial = ET.SubElement(devices, "serial", type="pty")
+    # Kept on the node so a guest that never comes up can be diagnosed after the fact.
+    ET.SubElement(serial, "log", file=console_log(spec.name), append="off")
     ET.SubElement(devices, "console", type="pty")
     channel = ET.SubElement(devices, "channel", type="unix")
     ET.SubElement(channel, "target", type="virtio", name="org.qemu.guest_agent.0")
@@ -73,6 +75,11 @@ def _disk(devices: ET.Element, device: str, path: str, fmt: str, target: tuple[s
     ET.SubElement(disk, "target", dev=target[0], bus=target[1])
     if device == "cdrom":
         ET.SubElement(disk, "readonly")
+
+
+def console_log(domain_name: str) -> str:
+    """Where the node keeps a domain's serial console output."""
+    return f"/var/log/libvirt/qemu/{domain_name}-console.log"
 
 
 def metadata_xml(spec: DomainSpec) -> str:

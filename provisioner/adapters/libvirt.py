@@ -87,11 +87,20 @@ class LibvirtHypervisor:
         try:
             return await asyncio.wait_for(asyncio.shield(future), self._timeout)
         except TimeoutError:
-            self._stuck_since = time.monotonic()
-            future.add_done_callback(self._unstuck)
+            self._mark_stuck(future)
             raise NodeUnavailable(
                 f"node {self._node.name} did not answer within {self._timeout:g} s"
             ) from None
+        except asyncio.CancelledError:
+            # A caller with a shorter deadline gave up: the thread may still be stuck inside.
+            if not future.done():
+                self._mark_stuck(future)
+            raise
+
+    def _mark_stuck(self, future: asyncio.Future[Any]) -> None:
+        """Fail fast from now on, until the call blocking the node thread returns."""
+        self._stuck_since = time.monotonic()
+        future.add_done_callback(self._unstuck)
 
     def _unstuck(self, _future: asyncio.Future[Any]) -> None:
         """The call that timed out has returned: the node thread is free again."""
