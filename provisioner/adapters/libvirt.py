@@ -33,7 +33,6 @@ CONNECTION_ERRORS = frozenset(
     {
         libvirt.VIR_ERR_NO_CONNECT,
         libvirt.VIR_ERR_INVALID_CONN,
-        libvirt.VIR_ERR_SYSTEM_ERROR,
         libvirt.VIR_ERR_RPC,
         libvirt.VIR_ERR_AUTH_FAILED,
     }
@@ -111,19 +110,29 @@ class LibvirtHypervisor:
         try:
             return fn(self._connection(socket))
         except libvirt.libvirtError as error:
-            if error.get_error_code() in CONNECTION_ERRORS:
-                self._conn = None
+            if _lost_connection(error):
+                self._drop_connection()
                 raise NodeUnavailable(
                     f"node {self._node.name} is unreachable: {error.get_error_message()}"
                 ) from None
             raise HypervisorError(f"node {self._node.name}: {error.get_error_message()}") from None
 
-    def _connection(self, socket: str | None) -> Any:
-        """The open libvirt connection, reopened when the link's socket changed."""
-        if self._conn is not None and socket != self._socket:
+    def _drop_connection(self) -> None:
+        """Close the connection here, on the node thread.
+
+        Never leave it to the garbage collector: a libvirt connection freed on the event
+        loop's thread would wait there for libvirtd's answer, which has to come through the
+        SSH forward that the (now blocked) loop runs.
+        """
+        if self._conn is not None:
             with contextlib.suppress(libvirt.libvirtError):
                 self._conn.close()
             self._conn = None
+
+    def _connection(self, socket: str | None) -> Any:
+        """The open libvirt connection, reopened when the link's socket changed."""
+        if self._conn is not None and socket != self._socket:
+            self._drop_connection()
         if self._conn is None:
             uri = (
                 self._node.libvirt_uri if socket is None else f"qemu+unix:///system?socket={socket}"
@@ -243,29 +252,26 @@ class LibvirtHypervisor:
         return await self._call(check)
 
     async def close(self) -> None:
-        """Close the connection, the node link and the node thread."""
-
-        def close(conn: Any) -> None:
-            conn.close()
-            self._conn = None
-
-        if self._conn is not None and self._stuck_since is None:
-            loop = asyncio.get_running_loop()
-            try:
-                await asyncio.wait_for(
-                    loop.run_in_executor(self._thread, functools.partial(self._close_now, close)),
-                    5.0,
-                )
-            except (TimeoutError, libvirt.libvirtError) as error:
-                log.warning("closing node %s: %s", self._node.name, error)
+        """Close the connection (on the node thread, even a stuck one), the link, the thread."""
+        loop = asyncio.get_running_loop()
+        closing = loop.run_in_executor(self._thread, self._drop_connection)
+        if self._stuck_since is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(closing), 5.0)
         if self._link is not None:
             await self._link.close()
-        self._thread.shutdown(wait=False, cancel_futures=True)
+        # A stuck thread closes the connection once its call returns, then ends.
+        self._thread.shutdown(wait=False)
 
-    def _close_now(self, close: Callable[[Any], None]) -> None:
-        """Close the connection on the node thread."""
-        if self._conn is not None:
-            close(self._conn)
+
+def _lost_connection(error: libvirt.libvirtError) -> bool:
+    """Whether an error means the connection is gone (not that the request was refused)."""
+    code = error.get_error_code()
+    if code == libvirt.VIR_ERR_SYSTEM_ERROR:
+        # Also used for local file errors on the node ("Unable to open file"); only an
+        # error from the RPC layer means the connection itself broke.
+        return error.get_error_domain() in (libvirt.VIR_FROM_RPC, libvirt.VIR_FROM_REMOTE)
+    return code in CONNECTION_ERRORS
 
 
 def _lookup(conn: Any, name: str) -> DomainInfo | None:

@@ -61,6 +61,8 @@ def node(tmp_path: Path) -> Iterator[SshNode]:
 @pytest.fixture
 def world(tmp_path: Path, node: SshNode, image: GuestImage, conn: Any) -> Iterator[World]:
     """Settings around the node; workspace volumes are removed afterwards."""
+    # libvirt's packages make this on real nodes; the namespace's tmpfs starts empty.
+    Path("/var/log/libvirt/qemu").mkdir(parents=True, exist_ok=True)
     try:
         yield World(tmp_path, node, image)
     finally:
