@@ -445,6 +445,10 @@ class Transaction(Protocol):
         """Store an image registered by an import."""
         ...
 
+    async def get_image(self, name: str) -> Image | None:
+        """The stored image called `name`."""
+        ...
+
     async def list_images(self) -> list[Image]:
         """Every stored image, configured or imported."""
         ...

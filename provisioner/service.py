@@ -86,6 +86,10 @@ class Provisioner:
         """Validate, place and record a new workspace and its create operation."""
         owner = owner_for(actor, request.owner)
         plan = self.catalog.plan(request.plan)
+        if request.image not in self.catalog.images:
+            # Perhaps imported a moment ago by another process: look in the store first.
+            async with self._store.read() as tx:
+                self.catalog.learn_images(await tx.list_images())
         image = self.catalog.image(request.image)
         ttl = ttl_hours(plan, request.ttl_hours)
         check_playbooks(request.playbooks)

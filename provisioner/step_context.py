@@ -82,13 +82,16 @@ class StepContexts:
             if ws is None:
                 raise InvalidInput(f"operation on unknown workspace {workspace_id}")
             keys = tuple(key.public_key for key in await tx.ssh_keys(ws.owner))
+            # From the store, not memory: an import in another process may have just given
+            # the image its kernel boot files.
+            image = await tx.get_image(ws.image) or self._catalog.image(ws.image)
         plan = self._catalog.plans.get(ws.plan)
         size = (
             Capacity(plan.vcpus, plan.memory_mib, plan.disk_gib) if plan else Capacity(1, 1024, 10)
         )
         return StepContext(
             workspace=ws,
-            image=self._catalog.image(ws.image),
+            image=image,
             size=size,
             node=await self._fleet.node(ws.node),
             hypervisor=await self._fleet.hypervisor(ws.node),

@@ -1,4 +1,4 @@
-"""Fixtures of the e2e tier: the real libvirtd of the private namespace, and serve children on it."""
+"""Fixtures of the e2e tier: the namespace's real libvirtd, serve children, the sshd node, the image."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ import pytest
 from serve_process import ServeGroup
 
 from provisioner.adapters.domain_xml import NAMESPACE
+
+from .guest import GuestImage, SshNode, find_image, start_node, stop_node
+from .world import world  # noqa: F401 (the fixture of the SSH-node tests)
 
 LIBVIRT_URI = "qemu:///system"
 ADMIN_SECRET = "prov_e2e-admin-" + "e" * 24
@@ -94,3 +97,25 @@ async def serves(tmp_path: Path, conn: Any) -> AsyncIterator[ServeGroup]:
         yield group
     finally:
         await group.aclose()
+
+
+@pytest.fixture
+def ssh_node(tmp_path: Path) -> Iterator[SshNode]:
+    """The node: OpenSSH sshd on 127.0.0.1 at a free port, accepting a fresh client key for root.
+
+    Unpacks as (port, client key path, the sshd's public host key line); stopped afterwards.
+    """
+    node = start_node(tmp_path / "node")
+    try:
+        yield node
+    finally:
+        stop_node(node)
+
+
+@pytest.fixture(scope="session")
+def guest_image() -> GuestImage:
+    """The Debian guest image (PROVISIONER_E2E_IMAGE_DIR); tests that need it skip without it."""
+    found = find_image()
+    if isinstance(found, str):
+        pytest.skip(f"no e2e guest image: {found}")
+    return found

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +16,8 @@ import pytest
 from serve_process import ServeGroup, ServeProcess, wait_operation
 
 from .conftest import domains_of
-from .guest import GuestImage, Jump, SshNode, find_image, keypair, start_node, stop_node
-from .world import (
-    ADMIN_SECRET,
-    BOOT_SECONDS,
-    OWNER,
-    OWNER_LOGIN,
-    World,
-    our_volumes,
-    remove_workspace_volumes,
-)
+from .guest import Jump, keypair
+from .world import BOOT_SECONDS, OWNER, OWNER_LOGIN, World, our_volumes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 CREATE_STEPS = [
@@ -37,46 +28,6 @@ CREATE_STEPS = [
     "wait_for_address",
     "wait_for_ssh",
 ]
-
-
-@pytest.fixture
-def image() -> GuestImage:
-    """The guest image built by scripts/e2e/build-image.sh."""
-    found = find_image()
-    if isinstance(found, str):
-        pytest.skip(found)
-    return found
-
-
-@pytest.fixture
-def node(tmp_path: Path) -> Iterator[SshNode]:
-    """The node's sshd on loopback."""
-    started = start_node(tmp_path / "node")
-    try:
-        yield started
-    finally:
-        stop_node(started)
-
-
-@pytest.fixture
-def world(tmp_path: Path, node: SshNode, image: GuestImage, conn: Any) -> Iterator[World]:
-    """Settings around the node; workspace volumes are removed afterwards."""
-    # libvirt's packages make this on real nodes; the namespace's tmpfs starts empty.
-    Path("/var/log/libvirt/qemu").mkdir(parents=True, exist_ok=True)
-    try:
-        yield World(tmp_path, node, image)
-    finally:
-        remove_workspace_volumes(conn)
-
-
-@pytest.fixture
-async def serves(tmp_path: Path, conn: Any) -> AsyncIterator[ServeGroup]:
-    """Serve children of this test, killed at the end."""
-    group = ServeGroup(tmp_path, ADMIN_SECRET)
-    try:
-        yield group
-    finally:
-        await group.aclose()
 
 
 def fingerprint_of(public_key: str, tmp: Path) -> str:

@@ -6,13 +6,14 @@ import contextlib
 import json
 import sqlite3
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import libvirt
+import pytest
 from serve_process import PROVISIONER, child_env
 
 from provisioner.keys import parse_public_key
@@ -133,3 +134,14 @@ def remove_workspace_volumes(conn: Any) -> None:
         if name.startswith("ws-"):
             with contextlib.suppress(libvirt.libvirtError):
                 pool.storageVolLookupByName(name).delete(0)
+
+
+@pytest.fixture
+def world(tmp_path: Path, ssh_node: SshNode, guest_image: GuestImage, conn: Any) -> Iterator[World]:
+    """Settings around the node; workspace volumes are removed afterwards."""
+    # libvirt's packages make this on real nodes; the namespace's tmpfs starts empty.
+    Path("/var/log/libvirt/qemu").mkdir(parents=True, exist_ok=True)
+    try:
+        yield World(tmp_path, ssh_node, guest_image)
+    finally:
+        remove_workspace_volumes(conn)

@@ -197,6 +197,13 @@ class AccessQueries(QueriesBase):
         await self.conn.execute(images.delete().where(images.c.name == image.name))
         await self.conn.execute(images.insert().values(**asdict(image), source="import"))
 
+    async def get_image(self, name: str) -> Image | None:
+        """The stored image called `name`, configured or imported."""
+        row = (await self.conn.execute(images.select().where(images.c.name == name))).first()
+        if row is None:
+            return None
+        return Image(row.name, row.base_volume, row.os, row.kernel, row.initrd, row.cmdline)
+
     async def list_images(self) -> list[Image]:
         """Every stored image, configured or imported."""
         rows = await self.conn.execute(images.select().order_by(images.c.name))
