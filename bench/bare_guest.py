@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.stats import percentile
 from tests.e2e.guest import (
     NETWORK,
     POOL,
@@ -44,6 +45,15 @@ IPV4 = re.compile(r"ipv4\s+(\d+\.\d+\.\d+\.\d+)/")
 
 class BenchError(Exception):
     """The benchmark cannot go on; the message says what failed."""
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """Median, min and max of a series of seconds."""
+    return {
+        "median": round(percentile(values, 50), 2),
+        "min": round(min(values), 2),
+        "max": round(max(values), 2),
+    }
 
 
 def virsh(*args: str, check: bool = True) -> str:
@@ -181,7 +191,9 @@ def boot_once(
         overlay = work / f"{name}-overlay.xml"
         overlay.write_text(overlay_volume_xml(disk, pool_path(volumes.base), DISK_GIB))
         virsh("vol-create", POOL, str(overlay))
-        iso = seed_iso(work / seed, USER, public_key_line(Path(f"{key}.pub")), name)
+        host_key = keypair(work / f"{name}-hostkey", name)
+        user_key = public_key_line(Path(f"{key}.pub"))
+        iso = seed_iso(work / seed, USER, user_key, name, host_key)
         upload(seed, iso, "raw")
         spec = GuestSpec(
             name=name,
@@ -202,7 +214,9 @@ def boot_once(
         run.address = wait_for_address(name, timeout, lease_address)
         run.lease = time.monotonic() - started
         with Jump(node.port, node.client_key, node.host_key) as jump:
-            jump.wait(run.address, USER, key, timeout - (time.monotonic() - started))
+            left = timeout - (time.monotonic() - started)
+            pinned = public_key_line(Path(f"{host_key}.pub"))
+            jump.wait(run.address, USER, key, left, host_key=pinned)
         run.ssh = time.monotonic() - started
         return run
     except (BenchError, TimeoutError) as error:

@@ -27,8 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
-from bench.bare_guest import BenchError, BootRun, baseline, setup_host, versions
-from bench.stats import percentile
+from bench.bare_guest import BenchError, BootRun, baseline, setup_host, spread, versions
 from tests.e2e.guest import IMAGE_ENV, REPO, GuestImage, find_image, start_node, stop_node
 
 TARGET_RATIO = 1.1  # ours / baseline, median boot → SSH
@@ -38,15 +37,6 @@ TARGET_DISK_DIFF_MS = 100.0
 def log(line: str) -> None:
     """Progress on stderr, so that stdout stays the report (or the JSON)."""
     print(f"[{time.strftime('%H:%M:%S')}] {line}", file=sys.stderr, flush=True)
-
-
-def spread(values: list[float]) -> dict[str, float]:
-    """Median, min and max of a series, in seconds."""
-    return {
-        "median": round(percentile(values, 50), 2),
-        "min": round(min(values), 2),
-        "max": round(max(values), 2),
-    }
 
 
 def image_or_exit(explicit: str | None) -> GuestImage:

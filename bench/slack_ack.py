@@ -1,14 +1,17 @@
 """Slack ack latency while creates run and one node hangs (issue goal: p99 ≤ 50 ms).
 
 Starts a fake Slack (loopback, on a thread of this process) and a real `provisioner serve`
-with Slack on and two nodes: `fast` (libvirt's test driver) and `hung`, a libvirt URI whose
-UNIX socket accepts connections and never answers, so libvirt calls for it block that node's
-thread. It fires creates through the token API (placement prefers `hung` at first, so some
-hang there), then sends rounds of concurrent signed slash commands to POST /slack/events,
-with GET /healthz and GET /v1/workspaces in the same instant, from a separate load process,
-and times each answer. Finally it checks that `hung` really hung.
+with Slack on and two nodes: `fast` (libvirt's test driver) and `hung`, which never answers.
+With `--hang libvirt` (the default) `hung` is a libvirt URI whose UNIX socket accepts
+connections and never answers, so libvirt calls for it block that node's thread; with
+`--hang ssh` it is an SSH node on a loopback TCP port that accepts connections and never sends
+a byte, so asyncssh waits for the server's banner until its connect timeout. It fires creates
+through the token API (placement prefers `hung` at first, so some hang there), then sends
+rounds of concurrent signed slash commands to POST /slack/events, with GET /healthz,
+GET /v1/workspaces?limit=50 and GET /readyz in the same instant, from a separate load
+process, and times each answer. Finally it checks that `hung` really hung.
 
-    python -m bench.slack_ack [--json] [--check]
+    python -m bench.slack_ack [--hang libvirt|ssh] [--json] [--check]
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import ctypes
 import json
 import multiprocessing
 import os
+import re
 import secrets
 import selectors
 import shlex
@@ -60,7 +64,27 @@ STOP_SECONDS = 5.0  # the scratch database is thrown away: no need to wait out t
 SMALL = 1024  # MiB of the `small` plan: `hung` starts with room for this many more than `fast`
 HEAD_START = 10
 REQUEST_TIMEOUT = 30.0
+HANGS = ("libvirt", "ssh")
+# How a call on `hung` fails once it gives up: the libvirt adapter's call timeout (and its
+# fail-fast while the node thread is stuck), or the SSH link's connect timeout.
+HANG_MESSAGES = (
+    "did not answer within",
+    "is not answering (stuck for",
+    "did not complete an SSH handshake within",
+)
 T = TypeVar("T")
+STUCK_FOR = re.compile(r"stuck for \d+ s")  # so a failure counts once, whatever the seconds
+LISTENERS = {
+    "libvirt": "its libvirt socket (silent UNIX socket)",
+    "ssh": "its SSH port (silent TCP listener on 127.0.0.1)",
+}
+# What the load process times: its key in the results, and its row in the table.
+KINDS = (
+    ("slack_ack", "POST /slack/events → 200"),
+    ("healthz", "GET /healthz"),
+    ("list_workspaces", "GET /v1/workspaces?limit=50"),
+    ("readyz", "GET /readyz"),
+)
 
 
 @dataclass(frozen=True)
@@ -75,16 +99,58 @@ class Options:
     warmup: int
     hang_wait: float
     mix: list[str]
+    hang: str
     healthy: bool
     serve_log_level: str | None
     serve_command: list[str] | None
 
 
-def nodes_file(sock: Path, healthy: bool) -> list[dict[str, Any]]:
-    """`fast` on the test driver; `hung` behind the silent socket, with the most free memory.
+@dataclass(frozen=True)
+class SshIdentity:
+    """What the `hung` SSH node entry needs: serve's client key and the host key to pin."""
 
-    With `healthy` (the comparison run), `hung` is a second test driver node that answers.
+    client_key: Path
+    host_key: str
+
+
+def ssh_identity(tmp: Path) -> SshIdentity:
+    """Two fresh ed25519 keys made with ssh-keygen: a client key, and a host key to pin.
+
+    Nobody ever presents the host key (the listener never speaks); pinning it makes `hung` a
+    trusted node that placement may pick, without a host-key approval first.
     """
+    if shutil.which("ssh-keygen") is None:
+        raise SystemExit("bench: --hang ssh needs ssh-keygen (the openssh-client package)")
+    client, host = tmp / "bench_client_ed25519", tmp / "bench_host_ed25519"
+    for path in (client, host):
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", path.stem, "-f", str(path)],
+            check=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+        )
+    return SshIdentity(client, host.with_suffix(".pub").read_text().strip())
+
+
+def hung_entry(hang: HangListener, opts: Options, ssh: SshIdentity | None) -> dict[str, Any]:
+    """How serve reaches `hung`: through the silent listener, or answering with `healthy`."""
+    if opts.healthy:
+        return {"libvirt_uri": "test:///default"}
+    if ssh is None:
+        return {"libvirt_uri": f"qemu+unix:///system?socket={hang.address}"}
+    host, port = hang.address
+    return {
+        "libvirt_uri": "qemu:///system",
+        "ssh_host": host,
+        "ssh_port": port,
+        "ssh_user": "bench",
+        "ssh_key": str(ssh.client_key),
+        "host_key": ssh.host_key,
+    }
+
+
+def nodes_file(hung: dict[str, Any]) -> list[dict[str, Any]]:
+    """`fast` on the test driver; `hung` (as given) with the most free memory."""
     fast_mib = 512 * 1024
     return [
         {
@@ -94,7 +160,7 @@ def nodes_file(sock: Path, healthy: bool) -> list[dict[str, Any]]:
         },
         {
             "name": "hung",
-            "libvirt_uri": "test:///default" if healthy else f"qemu+unix:///system?socket={sock}",
+            **hung,
             "capacity": {
                 "vcpus": 1024,
                 "memory_mib": fast_mib + HEAD_START * SMALL,
@@ -104,19 +170,23 @@ def nodes_file(sock: Path, healthy: bool) -> list[dict[str, Any]]:
     ]
 
 
-class HangSocket:
-    """A UNIX socket that accepts every connection and never says a word."""
+class HangListener:
+    """A UNIX socket or loopback TCP port that accepts every connection and never says a word."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._listener.bind(str(path))
+    def __init__(self, unix_path: Path | None = None) -> None:
+        if unix_path is not None:
+            self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self._listener.bind(str(unix_path))
+        else:
+            self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self._listener.bind(("127.0.0.1", 0))
+        self.address: Any = self._listener.getsockname()  # a path, or (host, port)
         self._listener.listen(128)
         self._listener.settimeout(0.1)
         self._held: list[socket.socket] = []
         self.accepted = 0
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, name="hang-socket", daemon=True)
+        self._thread = threading.Thread(target=self._accept, name="hang-listener", daemon=True)
         self._thread.start()
 
     def _accept(self) -> None:
@@ -132,7 +202,7 @@ class HangSocket:
             self.accepted += 1
 
     def release(self) -> None:
-        """Close everything: blocked libvirt calls fail at once, so serve can exit."""
+        """Close everything: blocked libvirt calls and SSH connects fail at once, so serve exits."""
         self._stop.set()
         self._thread.join(2)
         self._listener.close()
@@ -362,7 +432,7 @@ class Run:
 
     server: Serve
     slack: FakeSlackThread
-    hang: HangSocket
+    hang: HangListener
     opts: Options
     users: list[str]
     load: ProcessPoolExecutor
@@ -392,9 +462,11 @@ async def burst(run: Run, rnd: int, commands: int, probes: int) -> list[tuple[st
     for i in range(commands):  # built and signed before anything is sent
         body, headers = _command(run, rnd, i)
         jobs.append(("slack_ack", raw_request(port, "POST", "/slack/events", headers, body)))
+    listing = raw_request(port, "GET", "/v1/workspaces?limit=50", run.auth)
     for _ in range(probes):
         jobs.append(("healthz", raw_request(port, "GET", "/healthz", {})))
-        jobs.append(("list_workspaces", raw_request(port, "GET", "/v1/workspaces", run.auth)))
+        jobs.append(("list_workspaces", listing))
+        jobs.append(("readyz", raw_request(port, "GET", "/readyz", {})))
     loop = asyncio.get_running_loop()
     answers = await loop.run_in_executor(
         run.load, fire, port, [raw for _, raw in jobs], REQUEST_TIMEOUT
@@ -459,7 +531,7 @@ async def workspaces_by_node(run: Run, session: aiohttp.ClientSession) -> dict[s
 async def wait_for_hang(
     run: Run, session: aiohttp.ClientSession, ops: list[dict[str, Any]]
 ) -> float:
-    """Seconds until libvirt connected to the silent socket and a `hung` operation runs."""
+    """Seconds until serve connected to the silent listener and a `hung` operation runs."""
     began = time.perf_counter()
     if run.opts.healthy:
         return 0.0
@@ -472,6 +544,14 @@ async def wait_for_hang(
     raise BenchError(f"node `hung` was not contacted within {run.opts.hang_wait:g} s")
 
 
+def _hang_explains(op: dict[str, Any]) -> bool:
+    """Whether a create on `hung` is still stuck, or failed because `hung` never answered."""
+    error = op.get("error") or ""
+    return op["state"] == "running" or (
+        op["state"] == "failed" and any(text in error for text in HANG_MESSAGES)
+    )
+
+
 async def evidence(
     run: Run, session: aiohttp.ClientSession, ops: list[dict[str, Any]]
 ) -> dict[str, Any]:
@@ -480,28 +560,39 @@ async def evidence(
     by_node: dict[str, Counter[str]] = {}
     for op in current:
         by_node.setdefault(op["node"], Counter())[op["state"]] += 1
+    on_hung = [op for op in current if op["node"] == "hung"]
     stuck = [
         {"step": s["name"], "started_at": s["started_at"]}
-        for op in current
-        if op["node"] == "hung" and op["state"] == "running"
+        for op in on_hung
+        if op["state"] == "running"
         for s in op["steps"]
         if s["state"] == "running"
     ]
+    failures = Counter(
+        STUCK_FOR.sub("stuck for … s", s["detail"] or "")
+        for op in on_hung
+        for s in op["steps"]
+        if s["state"] == "failed"
+    )
     start = time.perf_counter()
     async with session.get(run.server.url + "/readyz") as response:
         ready = await response.json(content_type=None)
         ready_status = response.status
     ready_s = time.perf_counter() - start
+    everything = await workspaces_by_node(run, session)
     return {
         "hang_socket_connections": run.hang.accepted,
-        "all_workspaces_by_node_and_state": await workspaces_by_node(run, session),
+        "all_workspaces_by_node_and_state": everything,
         "api_creates_by_node_and_state": {n: dict(c) for n, c in sorted(by_node.items())},
         "hung_steps_running": stuck[:3],
         "hung_steps_running_count": len(stuck),
+        "hung_step_failures": failures.most_common(3),
         "readyz": {"status": ready_status, "seconds": round(ready_s, 3), "body": ready},
         "hung_confirmed": bool(
             run.hang.accepted
-            and by_node.get("hung", Counter())["running"]
+            and on_hung
+            and all(_hang_explains(op) for op in on_hung)
+            and not everything.get("hung", {}).get("running")
             and ready.get("nodes", {}).get("hung", "ok") != "ok"
         ),
     }
@@ -510,7 +601,7 @@ async def evidence(
 async def measure(run: Run) -> dict[str, Any]:
     """Creates, wait for the hang, warm up, then the measured rounds and the evidence."""
     await wait_ready(run.server)
-    timings = {kind: Timings() for kind in ("slack_ack", "healthz", "list_workspaces")}
+    timings = {kind: Timings() for kind, _ in KINDS}
     warm = Timings()
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(timeout=timeout) as session:
@@ -561,6 +652,7 @@ def _environment(opts: Options) -> dict[str, Any]:
         "probes_per_round": opts.probes,
         "gap_s": opts.gap,
         "mix": opts.mix,
+        "hang": opts.hang,
         "healthy_baseline": opts.healthy,
         "serve_command": opts.serve_command,
         "loadavg_at_end": os.getloadavg(),
@@ -593,21 +685,14 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-ROWS = (
-    ("POST /slack/events → 200", "slack_ack"),
-    ("GET /healthz", "healthz"),
-    ("GET /v1/workspaces", "list_workspaces"),
-)
-
-
 def _latency_rows(results: dict[str, Any]) -> list[str]:
     """Percentile rows with the count of answers that were not 200."""
-    lines = [f"  {'':28}{'n':>6}{'p50':>9}{'p90':>9}{'p99':>9}{'max':>9}   (ms)   non-200"]
-    for label, key in ROWS:
+    lines = [f"  {'':30}{'n':>6}{'p50':>9}{'p90':>9}{'p99':>9}{'max':>9}   (ms)   non-200"]
+    for key, label in KINDS:
         s = results[key]
         bad = ", ".join(f"{status}: {n}" for status, n in s["non_200"].items()) or "none"
         lines.append(
-            f"  {label:28}{s['n']:6d}{s['p50']:9.1f}{s['p90']:9.1f}{s['p99']:9.1f}"
+            f"  {label:30}{s['n']:6d}{s['p50']:9.1f}{s['p90']:9.1f}{s['p99']:9.1f}"
             f"{s['max']:9.1f}          {bad}"
         )
     return lines
@@ -622,16 +707,23 @@ def _hang_lines(results: dict[str, Any]) -> list[str]:
     example = hang["hung_steps_running"][:1]
     since = f" (e.g. {example[0]['step']} since {example[0]['started_at']})" if example else ""
     ready = hang["readyz"]
-    return [
-        f"hung node: the silent socket accepted {hang['hang_socket_connections']} connection(s), "
-        f"{results['hang_established_after_s']:.2f} s after the creates were accepted",
+    listener = LISTENERS[results["environment"]["hang"]]
+    lines = [
+        f"hung node: {listener} accepted {hang['hang_socket_connections']} connection(s); "
+        f"a create ran on `hung` {results['hang_established_after_s']:.2f} s after the "
+        "creates were accepted",
         f"  API creates by node and state at the end: {by_node}",
         "  all workspaces by node and state: "
         + "; ".join(f"{n} {c}" for n, c in hang["all_workspaces_by_node_and_state"].items()),
         f"  steps still running on `hung`: {hang['hung_steps_running_count']}{since}",
-        f"  /readyz answered {ready['status']} in {ready['seconds']:.2f} s: "
-        f"nodes {ready['body'].get('nodes')}",
     ]
+    for text, count in hang["hung_step_failures"]:
+        lines.append(f"  steps failed on `hung` ({count}): {text}")
+    lines.append(
+        f"  /readyz answered {ready['status']} in {ready['seconds']:.2f} s: "
+        f"nodes {ready['body'].get('nodes')}"
+    )
+    return lines
 
 
 def table(results: dict[str, Any]) -> str:
@@ -640,13 +732,13 @@ def table(results: dict[str, Any]) -> str:
     cpu = results["serve_cpu_s"]
     calls = ", ".join(f"{method} {n}" for method, n in results["fake_slack_calls"].items())
     load = ", ".join(f"{x:.1f}" for x in env["loadavg_at_end"])
-    node = "answering (--healthy baseline)" if env["healthy_baseline"] else "hung"
+    node = "answering (--healthy baseline)" if env["healthy_baseline"] else f"hung ({env['hang']})"
     lines = [
         f"Slack ack, node `hung` {node}: {env['cpus']} CPUs (load {load}), "
         f"Python {env['python']}, {env['database']}",
         f"{env['api_creates']} API creates, then {env['rounds']} rounds of "
         f"{env['commands_per_round']} commands ({', '.join(env['mix'])} in turn) "
-        f"+ {env['probes_per_round']} of each probe, {env['gap_s']:g} s apart",
+        f"+ {env['probes_per_round']} of each GET, {env['gap_s']:g} s apart",
         "",
         *_latency_rows(results),
         "  slowest ack per round: "
@@ -673,11 +765,17 @@ def _parser() -> argparse.ArgumentParser:
     add("--creates", type=int, default=20, metavar="N", help="API creates fired first (20)")
     add("--commands", type=int, default=50, metavar="N", help="slash commands per round (50)")
     add("--rounds", type=int, default=10, metavar="N", help="measured rounds (10)")
-    add("--probes", type=int, default=5, metavar="N", help="/healthz and list GETs per round (5)")
+    add("--probes", type=int, default=5, metavar="N", help="of each GET per round (5)")
     add("--gap", type=float, default=1.0, help="seconds between rounds (1)")
     add("--warmup", type=int, default=4, metavar="N", help="unmeasured commands first (4)")
     add("--hang-wait", type=float, default=30.0, help="seconds to wait for the hang to show (30)")
     add("--mix", default="list,create", help="commands in turn, e.g. help,list (list,create)")
+    add(
+        "--hang",
+        choices=HANGS,
+        default="libvirt",
+        help="how `hung` hangs: its libvirt socket or its SSH port never answers (libvirt)",
+    )
     add("--healthy", action="store_true", help="comparison run: node `hung` answers too")
     add("--serve-log-level", help="PROVISIONER_LOG_LEVEL for serve (default: serve's own)")
     add("--serve-command", help="run this instead of `provisioner serve`")
@@ -696,9 +794,11 @@ def run_benchmark(opts: Options) -> dict[str, Any] | None:
         users = [f"UB{i:04d}" for i in range(opts.commands)]
         for i, user in enumerate(users):
             slack.fake.add_user(user, email=f"bench{i}@example.com")
-        hang = HangSocket(tmp / "hang.sock")
+        ssh = opts.hang == "ssh" and not opts.healthy
+        identity = ssh_identity(tmp) if ssh else None
+        hang = HangListener(None if ssh else tmp / "hang.sock")
         nodes = tmp / "nodes.json"
-        nodes.write_text(json.dumps(nodes_file(hang.path, opts.healthy)))
+        nodes.write_text(json.dumps(nodes_file(hung_entry(hang, opts, identity))))
         server = stack.enter_context(slack_serve(tmp, slack.fake.api_url, nodes, opts))
         stack.callback(hang.release)  # first: unblock the node thread so serve can exit
         load = ProcessPoolExecutor(1, multiprocessing.get_context("spawn"), _load_init)
@@ -723,6 +823,7 @@ def main(argv: list[str] | None = None) -> int:
         gap=max(args.gap, 0.0),
         warmup=max(args.warmup, 0),
         hang_wait=args.hang_wait,
+        hang=args.hang,
         mix=[word.strip() for word in args.mix.split(",") if word.strip()] or ["list"],
         healthy=args.healthy,
         serve_log_level=args.serve_log_level,

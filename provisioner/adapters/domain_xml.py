@@ -38,7 +38,8 @@ def domain_xml(spec: DomainSpec, domain_type: str, files: BootFiles) -> str:
     ET.SubElement(domain, "on_poweroff").text = "destroy"
     devices = ET.SubElement(domain, "devices")
     _disk(devices, "disk", files.disk, "qcow2", target=("vda", "virtio"))
-    _disk(devices, "cdrom", files.seed, "raw", target=("sda", "sata"))
+    # IDE: the i440fx machine has it built in; a SATA controller needs a module the guest may lack.
+    _disk(devices, "cdrom", files.seed, "raw", target=("hdc", "ide"))
     interface = ET.SubElement(devices, "interface", type="network")
     ET.SubElement(interface, "source", network=spec.network)
     ET.SubElement(interface, "model", type="virtio")

@@ -10,4 +10,7 @@ exec unshare --mount --net --pid --fork --kill-child --mount-proc --propagation 
     mkdir -p "$d"; mount -t tmpfs tmpfs "$d"; done
   ip link set lo up
   export PROVISIONER_E2E_NETNS=1
-  exec "$@"' netns-run "$@"
+  # Not exec: this bash stays PID 1 of the namespace and reaps orphans. A PID 1 that does not
+  # (python) leaves zombies, and libvirtd waits ~30 s for each QEMU capability probe process
+  # it daemonized to vanish: minutes before `virsh` answers.
+  "$@"; exit $?' netns-run "$@"

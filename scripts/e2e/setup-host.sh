@@ -22,7 +22,9 @@ ts "apt packages ok"
 fi
 [ "$PHASE" = packages ] && exit 0
 ts "libvirt daemons"
-mkdir -p /var/log/libvirt /var/run/libvirt /var/lib/libvirt /run/sshd
+# /var/log/libvirt/qemu: libvirt-daemon-system ships it; libvirtd makes it only at the first domain
+# start, after virtlogd has failed to open a <serial><log file=…> in it.
+mkdir -p /var/log/libvirt/qemu /var/run/libvirt /var/lib/libvirt /run/sshd
 # libvirt-daemon without libvirt-daemon-system: create what its postinst would (else libvirtd log:
 # "Failed to parse group 'libvirt-qemu'" -> "Driver state initialization failed")
 getent group kvm >/dev/null || groupadd -r kvm

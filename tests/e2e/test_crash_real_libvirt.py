@@ -7,7 +7,9 @@ a foreign domain touched.
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import subprocess
 from typing import Any
 
 import libvirt
@@ -191,3 +193,28 @@ def test_libvirt_is_the_namespace_one(conn: Any) -> None:
     assert conn.storagePoolLookupByName("default").isActive()
     with pytest.raises(libvirt.libvirtError):
         conn.lookupByName("a-domain-nobody-defined")
+
+
+async def test_ssh_dropped_mid_create_reconnects_and_finishes(
+    conn: Any, world: World, serves: ServeGroup
+) -> None:
+    serve = await ready(world, serves)
+    ws, op_id = await create_workspace(serve, "flaky")
+    # Once the guest is booting, cut every SSH session the node has (the master stays up).
+    master = int((world.node.directory / "sshd" / "sshd.pid").read_text())
+    for _ in range(600):
+        op = (await serve.client.get(f"/v1/operations/{op_id}")).json()
+        if any(s["name"] == "start_domain" and s["state"] == "succeeded" for s in op["steps"]):
+            break
+        await asyncio.sleep(0.1)
+    cut = subprocess.run(["pkill", "-KILL", "-P", str(master)], check=False)
+    assert cut.returncode == 0, "no SSH session to cut"
+
+    op = await wait_operation(serve.client, op_id, timeout=BOOT_SECONDS)
+    assert op["state"] == "succeeded", op
+    assert op["attempts"] == 1  # the link reconnected; nothing was handed over
+    [domain] = domains_of(conn, ws["id"])
+    assert domain.isActive() and len(our_volumes(conn, ws["domain"])) == 2
+    assert serve.log_text().count("connected to node n1") >= 2  # it did reconnect
+    await delete_and_check_nothing_is_left(serve, conn, ws)
+    assert await serve.terminate() == 0
