@@ -137,8 +137,8 @@ def _volume_xml(name: str, capacity: int, fmt: str, backing: str | None = None) 
     volume = ET.Element("volume")
     ET.SubElement(volume, "name").text = name
     ET.SubElement(volume, "capacity", unit="bytes").text = str(capacity)
-    if fmt != "qcow2" or backing is None:
-        ET.SubElement(volume, "allocation", unit="bytes").text = "0"
+    # Nothing is preallocated: an overlay starts as a few KiB of metadata, whatever its size.
+    ET.SubElement(volume, "allocation", unit="bytes").text = "0"
     target = ET.SubElement(volume, "target")
     ET.SubElement(target, "format", type=fmt)
     if backing is not None:

@@ -97,6 +97,8 @@ class SshLink:
         self._lock = asyncio.Lock()
         self._conn: asyncssh.SSHClientConnection | None = None
         self._forward: _Forward | None = None
+        # Until when (loop time) a failed connect is repeated at once, and its message.
+        self._failure: tuple[float, str] | None = None
 
     async def libvirt_socket(self) -> str:
         """A local UNIX socket that reaches the node's libvirt socket (connects if needed)."""
@@ -206,7 +208,17 @@ class SshLink:
             if self._conn is not None:
                 log.info("connection to node %s was lost; reconnecting", self._node.name)
             self._drop_forward()
-            self._conn = await self._open()
+            loop = asyncio.get_running_loop()
+            if self._failure is not None and loop.time() < self._failure[0]:
+                # A node that just failed fails fast: callers queued behind the lock would
+                # otherwise each wait a whole connect timeout, holding their workers.
+                raise NodeUnavailable(self._failure[1])
+            try:
+                self._conn = await self._open()
+            except NodeUnavailable as error:
+                self._failure = (loop.time() + self._connect_timeout, error.message)
+                raise
+            self._failure = None
         return self._conn
 
     def _drop_forward(self) -> None:

@@ -114,10 +114,11 @@ async def test_an_unknown_node_is_approved_then_a_workspace_lives_its_whole_life
     assert steps(op)["wait_for_ssh"][1].startswith("ssh ready after ")
     got = (await serve.client.get(f"/v1/workspaces/{ws['id']}")).json()
     assert got["state"] == "running" and got["address"].startswith("10.254.9.")
-    [disk, seed] = our_volumes(conn, ws["domain"])
+    assert our_volumes(conn, ws["domain"]) == [f"{ws['domain']}-seed.iso", f"{ws['domain']}.qcow2"]
+    disk = f"{ws['domain']}.qcow2"
     volume = conn.storagePoolLookupByName("default").storageVolLookupByName(disk)
     assert volume.info()[1] == 10 << 30  # the plan's size, not the image's
-    assert "<backingStore>" in volume.XMLDesc(0) and seed.endswith("-seed.iso")
+    assert "<backingStore>" in volume.XMLDesc(0)
     guest_key = world.guest_host_key(ws["id"])
     with Jump(world.node.port, world.node.client_key, world.node.host_key) as jump:
 
