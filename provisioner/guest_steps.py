@@ -35,25 +35,45 @@ async def wait_for_ssh(ctx: StepContext) -> str:
     await require_domain(ctx)
     if ctx.link is None:
         return "skipped: this node is not reached over SSH, so neither is its guest"
-    if not ws.address or not ws.guest_host_key:
-        raise GuestUnreachable(f"workspace {ws.name} has no address or guest key yet")
+    if not ws.guest_host_key:
+        raise GuestUnreachable(f"workspace {ws.name} has no guest host key yet")
     loop = asyncio.get_running_loop()
     started = loop.time()
     last = "no answer"
     while loop.time() - started < ctx.timeouts.boot:
-        try:
-            result = await ctx.link.run_on_guest(
-                ws.address, ctx.login.user, ws.guest_host_key, ["true"], timeout=15.0
-            )
-        except GuestUnreachable as error:
-            last = error.message
-        else:
-            if result.exit_status == 0:
-                return f"ssh ready after {loop.time() - started:.1f} s"
-            # None means the connection dropped: the outcome is unknown, so look again.
-            last = f"exit status {result.exit_status}"
+        # Leases are looked at again each round: a rebuilt guest asks DHCP as a new client
+        # and may get a new address while its old lease is still listed.
+        for address in await _candidates(ctx):
+            outcome = await _try_login(ctx, address, ws.guest_host_key)
+            if outcome is None:
+                if address != ctx.workspace.address:
+                    await ctx.remember(address=address)
+                return f"ssh ready at {address} after {loop.time() - started:.1f} s"
+            last = f"{address}: {outcome}"
         await asyncio.sleep(ctx.timeouts.poll)
     raise TimedOut(
         f"guest {ws.domain_name} did not accept SSH within {ctx.timeouts.boot:g} s ({last}); "
         f"see /var/log/libvirt/qemu/{ws.domain_name}-console.log on {ctx.node.name}"
     )
+
+
+async def _candidates(ctx: StepContext) -> list[str]:
+    """The guest's addresses to try, newest lease first, the stored one included."""
+    found = list(reversed(await ctx.hypervisor.addresses(ctx.workspace.domain_name)))
+    known = ctx.workspace.address
+    return found + ([known] if known and known not in found else [])
+
+
+async def _try_login(ctx: StepContext, address: str, host_key: str) -> str | None:
+    """None if the provisioner's login at `address` works, else why not."""
+    assert ctx.link is not None
+    try:
+        result = await ctx.link.run_on_guest(
+            address, ctx.login.user, host_key, ["true"], timeout=15.0
+        )
+    except GuestUnreachable as error:
+        return error.message
+    if result.exit_status == 0:
+        return None
+    # None means the connection dropped: the outcome is unknown, so look again.
+    return f"exit status {result.exit_status}"

@@ -111,7 +111,7 @@ async def test_an_unknown_node_is_approved_then_a_workspace_lives_its_whole_life
     op = await finished(serve, resp.json()["operation"]["id"], ws["domain"])
     assert op["state"] == "succeeded", op
     assert [s["name"] for s in op["steps"]] == CREATE_STEPS
-    assert steps(op)["wait_for_ssh"][1].startswith("ssh ready after ")
+    assert steps(op)["wait_for_ssh"][1].startswith("ssh ready at 10.254.9.")
     got = (await serve.client.get(f"/v1/workspaces/{ws['id']}")).json()
     assert got["state"] == "running" and got["address"].startswith("10.254.9.")
     assert our_volumes(conn, ws["domain"]) == [f"{ws['domain']}-seed.iso", f"{ws['domain']}.qcow2"]
