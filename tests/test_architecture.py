@@ -19,7 +19,7 @@ FOREIGN = {
     "sqlalchemy",
     "alembic",
 }
-COMPOSITION = {"main", "settings", "cli_client"}
+COMPOSITION = {"main", "composition", "settings", "cli_client"}
 
 
 def imports_of(path: Path) -> set[str]:

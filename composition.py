@@ -1,0 +1,290 @@
+"""Composition root: builds adapters from settings, hands them to the core and the edges; serves."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from api.app import ApiOptions, ApiServices, build_app
+from bot.app import SlackBot, SlackCredentials
+from bot.deps import BotConfig
+from provisioner.adapters.cloudinit import CloudInitSeeds
+from provisioner.adapters.keyfiles import ensure_keypair, write_key_from_base64
+from provisioner.adapters.libvirt import LibvirtHypervisor
+from provisioner.adapters.ssh import SshLink
+from provisioner.adapters.store.engine import SqlStore
+from provisioner.approvals import Approvals
+from provisioner.audit import AuditTrail
+from provisioner.catalog import Catalog
+from provisioner.conversations import Conversations
+from provisioner.fleet import AccessFactory, Fleet, NodeAccess
+from provisioner.images import Images
+from provisioner.keys import SshKeys
+from provisioner.metrics import Metrics
+from provisioner.models import SYSTEM_ACTOR, Node, Role
+from provisioner.operations import OperationRunner
+from provisioner.ports import HostKeyReporter, HostKeySighting
+from provisioner.reconcile import Reconciler
+from provisioner.service import Provisioner
+from provisioner.step_context import GuestLogin, StepContexts, Timeouts
+from provisioner.tokens import Tokens
+from settings import Settings
+
+log = logging.getLogger("provisioner")
+DRAIN_SECONDS = 20.0
+UPKEEP_SECONDS = 60
+UPKEEP_AT_START = 15.0
+CLI_TOKEN_FILE = "cli-token"  # noqa: S105 (a file name, not a secret)
+
+
+def now() -> datetime:
+    """The clock of the whole process, in UTC."""
+    return datetime.now(UTC)
+
+
+def node_access(settings: Settings, reporter: HostKeyReporter) -> AccessFactory:
+    """How to reach a node: in-process test driver, local libvirt, or libvirt over SSH."""
+    identity = settings.data_dir / "keys" / "id_ed25519"
+
+    def build(node: Node) -> NodeAccess:
+        if not node.ssh_host:
+            return NodeAccess(LibvirtHypervisor(node))
+        key = identity
+        if node.ssh_key == "env:SSH_PRIVATE_KEY_ED25519_BASE64_ENCODED":
+            assert settings.compat_node_key is not None
+            key = write_key_from_base64(
+                settings.data_dir / "keys" / f"{node.name}_ed25519", settings.compat_node_key
+            )
+        elif node.ssh_key:
+            key = Path(node.ssh_key)
+        link = SshLink(node, client_key=key, guest_key=identity, reporter=reporter)
+        return NodeAccess(LibvirtHypervisor(node, link=link), link)
+
+    return build
+
+
+@dataclass
+class System:
+    """Everything built from settings, ready to serve or to answer one CLI command."""
+
+    settings: Settings
+    store: SqlStore
+    fleet: Fleet
+    metrics: Metrics
+    runner: OperationRunner
+    core: Provisioner
+    images: Images
+    reconciler: Reconciler
+    approvals: Approvals
+    tokens: Tokens
+    audit: AuditTrail
+    bot: SlackBot | None
+
+    def api(self) -> web.Application:
+        """The HTTP application over this system (with the Slack endpoint when Slack is on)."""
+        services = ApiServices(self.core, self.approvals, self.tokens, self.audit, self.metrics)
+        options = ApiOptions(
+            rate_per_second=self.settings.rate_limit,
+            burst=self.settings.rate_burst,
+            cors_origins=self.settings.cors_origins,
+        )
+        app = build_app(services, options)
+        if self.bot is not None:
+            self.bot.mount(app)
+        return app
+
+
+def slack_bot(
+    settings: Settings, core: Provisioner, approvals: Approvals, store: SqlStore
+) -> SlackBot | None:
+    """The Slack edge, if Slack is configured."""
+    slack = settings.slack
+    if slack is None:
+        return None
+    credentials = SlackCredentials(
+        slack.bot_token, slack.signing_secret, slack.app_token, slack.api_url
+    )
+    config = BotConfig(slack.slash_command, slack.ops_channel, slack.ops_users)
+    return SlackBot(
+        credentials,
+        config,
+        core=core,
+        approvals=approvals,
+        conversations=Conversations(store, now),
+        keys=SshKeys(store, now),
+    )
+
+
+@asynccontextmanager
+async def built(settings: Settings) -> AsyncIterator[System]:
+    """Build the system, and close what it opened on the way out."""
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    login = GuestLogin("provisioner", ensure_keypair(settings.data_dir / "keys" / "id_ed25519"))
+    store = await SqlStore.open(settings.database_url)
+    catalog = Catalog.of(settings.plans, settings.images)
+
+    async def stored_nodes() -> list[Node]:
+        async with store.read() as tx:
+            return await tx.list_nodes()
+
+    async def report(sighting: HostKeySighting) -> None:
+        await core.nodes.report_host_key(sighting)
+
+    fleet = Fleet((), node_access(settings, report), stored_nodes)
+    try:
+        async with store.transaction() as tx:
+            await tx.sync_catalog(settings.nodes, settings.plans, settings.images)
+        await fleet.refresh()
+        images = Images(store, catalog, fleet, now)
+        await images.reload()
+        await images.stock_simulated()
+        metrics = Metrics()
+        contexts = StepContexts(
+            store,
+            catalog,
+            fleet,
+            CloudInitSeeds(),
+            now,
+            login=login,
+            timeouts=Timeouts(boot=settings.boot_timeout),
+        )
+        runner = OperationRunner(
+            store,
+            contexts,
+            now,
+            metrics,
+            lease_seconds=settings.lease_seconds,
+            concurrency=settings.workers,
+            fault_point=settings.fault_point,
+        )
+        core = Provisioner(store, catalog, fleet, now, runner.wake, quota=settings.quota)
+        approvals = Approvals(store, now, runner.wake)
+        tokens = Tokens(store, now)
+        bot = slack_bot(settings, core, approvals, store)
+        if bot is not None:
+            runner.on_progress(bot.deps.wake_sync.set)
+        reconciler = Reconciler(store, fleet, now, grace=settings.orphan_grace)
+        yield System(
+            settings,
+            store,
+            fleet,
+            metrics,
+            runner,
+            core,
+            images,
+            reconciler,
+            approvals,
+            tokens,
+            AuditTrail(store),
+            bot,
+        )
+    finally:
+        await fleet.close()
+        await store.close()
+
+
+async def serve(settings: Settings) -> None:
+    """Run the API, the workers and the scheduler until SIGTERM or SIGINT, then drain."""
+    async with built(settings) as system:
+        await ensure_admin(system)
+        # Everything built so far lives as long as the process: move it out of the collector's
+        # sight, so a full collection later does not pause the loop for ~80 ms.
+        gc.collect()
+        gc.freeze()
+        scheduler = _scheduler(system)
+        web_runner = web.AppRunner(system.api())
+        await web_runner.setup()
+        # Reconcile before taking work (bounded: a hung node must not hold up the start).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(upkeep(system), UPKEEP_AT_START)
+        site = web.TCPSite(web_runner, settings.host, settings.port)
+        await site.start()
+        system.runner.start()
+        if system.bot is not None:
+            await system.bot.start()
+        scheduler.start()
+        log.info("serving on %s (worker %s)", settings.url, system.runner.worker)
+        await _until_signalled()
+        log.info("shutting down: draining operations for up to %g s", DRAIN_SECONDS)
+        await site.stop()
+        scheduler.shutdown(wait=False)
+        if system.bot is not None:
+            await system.bot.stop()
+        await system.runner.stop(DRAIN_SECONDS)
+        await web_runner.cleanup()
+
+
+async def upkeep(system: System) -> None:
+    """Learn imported images and node changes, look at the pools, reconcile with the nodes."""
+    await system.images.reload()
+    await system.images.stock_simulated()
+    await system.fleet.refresh()
+    await system.fleet.survey(timeout=10.0)
+    findings = await system.reconciler.run()
+    if findings.orphans or findings.reaped or findings.lost:
+        log.info(
+            "reconcile: %d orphan(s) found, %d removed, %d workspace(s) lost",
+            len(findings.orphans),
+            len(findings.reaped),
+            len(findings.lost),
+        )
+
+
+def _scheduler(system: System) -> AsyncIOScheduler:
+    """Periodic jobs: expire workspaces, and remind owners before expiry when Slack is on.
+
+    APScheduler only triggers; the store decides (a delete or reminder happens once even
+    when several processes run the same job).
+    """
+    scheduler = AsyncIOScheduler(timezone="UTC")
+    jobs: list[tuple[Callable[..., Coroutine[Any, Any, Any]], int, list[Any]]] = [
+        (system.core.expire_workspaces, 60, [SYSTEM_ACTOR]),
+        (upkeep, UPKEEP_SECONDS, [system]),
+    ]
+    if system.bot is not None:
+        jobs.append((system.bot.remind, 300, []))
+    for job, seconds, args in jobs:
+        scheduler.add_job(
+            job, "interval", seconds=seconds, args=args, max_instances=1, coalesce=True
+        )
+    return scheduler
+
+
+async def _until_signalled() -> None:
+    """Wait for SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def ensure_admin(system: System) -> None:
+    """Adopt the configured admin token, or print a new one at first start."""
+    if system.settings.admin_token:
+        await system.tokens.adopt(SYSTEM_ACTOR, system.settings.admin_token, Role.ADMIN, "admin")
+        return
+    secret = await system.tokens.first_admin(SYSTEM_ACTOR)
+    if secret is None:
+        return
+    path = system.settings.data_dir / CLI_TOKEN_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret + "\n")
+    # Printed once, on purpose, to the terminal only (never to the log).
+    print(
+        f"Admin token (shown once; also saved for the local CLI in {path}):\n  {secret}", flush=True
+    )
