@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+import http_processes
 from api.app import ApiOptions, ApiServices, build_app
 from bot.app import SlackBot, SlackCredentials
 from bot.deps import BotConfig
@@ -170,8 +171,14 @@ async def built(settings: Settings) -> AsyncIterator[System]:
             concurrency=settings.workers,
             fault_point=settings.fault_point,
         )
-        core = Provisioner(store, catalog, fleet, now, runner.wake, quota=settings.quota)
-        approvals = Approvals(store, now, runner.wake)
+        # An extra HTTP process has no workers of its own: it wakes its parent's.
+        wake = (
+            http_processes.wake_sender(http_processes.wake_path(settings.data_dir))
+            if settings.serve_role == "http"
+            else runner.wake
+        )
+        core = Provisioner(store, catalog, fleet, now, wake, quota=settings.quota)
+        approvals = Approvals(store, now, wake)
         tokens = Tokens(store, now)
         bot = slack_bot(settings, core, approvals, store)
         if bot is not None:
@@ -198,33 +205,68 @@ async def built(settings: Settings) -> AsyncIterator[System]:
 
 async def serve(settings: Settings) -> None:
     """Run the API, the workers and the scheduler until SIGTERM or SIGINT, then drain."""
+    if settings.serve_role == "http":
+        await serve_http(settings)
+        return
     async with built(settings) as system:
         await ensure_admin(system)
-        # Everything built so far lives as long as the process: move it out of the collector's
-        # sight, so a full collection later does not pause the loop for ~80 ms.
-        gc.collect()
-        gc.freeze()
+        _freeze_garbage()
         scheduler = _scheduler(system)
         web_runner = web.AppRunner(system.api())
         await web_runner.setup()
         # Reconcile before taking work (bounded: a hung node must not hold up the start).
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(upkeep(system), UPKEEP_AT_START)
-        site = web.TCPSite(web_runner, settings.host, settings.port)
+        shared = settings.http_processes > 1
+        site = web.TCPSite(web_runner, settings.host, settings.port, reuse_port=shared)
         await site.start()
         system.runner.start()
+        wakes = children = None
+        if shared:
+            wakes = await http_processes.listen_for_wakes(
+                http_processes.wake_path(settings.data_dir), system.runner.wake
+            )
+            children = http_processes.start_children(
+                settings.http_processes - 1, settings.config_path
+            )
         if system.bot is not None:
             await system.bot.start()
         scheduler.start()
         log.info("serving on %s (worker %s)", settings.url, system.runner.worker)
         await _until_signalled()
         log.info("shutting down: draining operations for up to %g s", DRAIN_SECONDS)
+        if children:
+            await http_processes.stop_children(children, DRAIN_SECONDS)
         await site.stop()
         scheduler.shutdown(wait=False)
         if system.bot is not None:
             await system.bot.stop()
         await system.runner.stop(DRAIN_SECONDS)
         await web_runner.cleanup()
+        if wakes is not None:
+            wakes.close()
+
+
+async def serve_http(settings: Settings) -> None:
+    """An extra HTTP process: answers on the shared port; the parent's workers do the work."""
+    async with built(settings) as system:
+        _freeze_garbage()
+        web_runner = web.AppRunner(system.api())
+        await web_runner.setup()
+        site = web.TCPSite(web_runner, settings.host, settings.port, reuse_port=True)
+        await site.start()
+        await _until_signalled()
+        await site.stop()
+        await web_runner.cleanup()
+
+
+def _freeze_garbage() -> None:
+    """Move what lives as long as the process out of the collector's sight.
+
+    A full collection over it otherwise pauses the loop for ~80 ms.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 async def upkeep(system: System) -> None:

@@ -54,6 +54,9 @@ class Settings:
     boot_timeout: float = 600.0
     orphan_grace: float = 600.0
     compat_node_key: str | None = None
+    http_processes: int = 1
+    serve_role: str = "all"
+    config_path: str | None = None
 
     @property
     def url(self) -> str:
@@ -123,6 +126,15 @@ def load(config_path: str | None = None, environ: Mapping[str, str] | None = Non
             )
         ),
         compat_node_key=env.get("SSH_PRIVATE_KEY_ED25519_BASE64_ENCODED") or None,
+        http_processes=_number(
+            pick("PROVISIONER_HTTP_PROCESSES", "http_processes", 1),
+            "PROVISIONER_HTTP_PROCESSES",
+            1,
+            64,
+        ),
+        # Internal: set by serve for the extra HTTP processes it starts.
+        serve_role=_choice(env.get("PROVISIONER_SERVE_ROLE", "all"), "serve role", SERVE_ROLES),
+        config_path=path,
         quota=Quota(
             _number(
                 pick("PROVISIONER_QUOTA_WORKSPACES", "quota_workspaces", 0),
@@ -235,6 +247,7 @@ NODE_KEYS = {
     "capacity",
 }
 VIRT_TYPES = ("auto", "kvm", "qemu")
+SERVE_ROLES = ("all", "http")
 
 
 def _nodes(raw: Any, env: Mapping[str, str]) -> tuple[Node, ...]:

@@ -19,7 +19,7 @@ FOREIGN = {
     "sqlalchemy",
     "alembic",
 }
-COMPOSITION = {"main", "composition", "settings", "cli_client"}
+COMPOSITION = {"main", "composition", "http_processes", "settings", "cli_client"}
 
 
 def imports_of(path: Path) -> set[str]:
