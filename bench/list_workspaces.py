@@ -98,6 +98,7 @@ class Options:
     client: str
     serve_log_level: str | None
     serve_command: list[str] | None
+    http_processes: int = 1
 
 
 @dataclass
@@ -510,6 +511,7 @@ def _environment(server: Serve, opts: Options, seeded_in: float) -> dict[str, An
         "client": opts.client,
         "client_threads": opts.threads if opts.client == "wrk" else 1,
         "connections": opts.connections,
+        "http_processes": opts.http_processes,
         "duration_s": opts.duration,
         "warmup_s": opts.warmup,
         "cpus": len(os.sched_getaffinity(0)),
@@ -555,7 +557,8 @@ def table(results: dict[str, Any]) -> str:
     lines = [
         f"provisioner GET /v1/workspaces: {env['database']}, {env['workspaces']} workspaces "
         f"of {env['owners']} owners (seeded in {env['seeded_in_s']:.2f} s, bypassing the API), "
-        f"limit={env['page']}, {env['cpus']} CPUs, Python {env['python']}",
+        f"limit={env['page']}, {env['cpus']} CPUs, {env['http_processes']} HTTP process(es), "
+        f"Python {env['python']}",
         f"load: {env['client']} ({env['client_threads']} thread), {env['connections']} "
         f"connections, {env['duration_s']:g} s per scenario after {env['warmup_s']:g} s warm-up",
         f"serve RSS: idle {idle['rss_mb']:.1f} MB (settled after {idle['settled_after_s']:g} s); "
@@ -614,6 +617,8 @@ def _parser() -> argparse.ArgumentParser:
     add("--client", choices=("auto", "wrk", "aiohttp"), default="auto",
         help="load generator; auto takes wrk when it is on PATH")  # fmt: skip
     add("--serve-log-level", help="PROVISIONER_LOG_LEVEL for serve (default: serve's own)")
+    add("--http-processes", type=int, default=1, metavar="N",
+        help="PROVISIONER_HTTP_PROCESSES for serve (1)")  # fmt: skip
     add("--serve-command", help="run this instead of `provisioner serve`, e.g. a patched copy")
     add("--json", action="store_true", help="print one JSON document instead of a table")
     add("--check", action="store_true", help="exit 1 when a target is missed")
@@ -640,11 +645,15 @@ def main(argv: list[str] | None = None) -> int:
         client=client,
         serve_log_level=args.serve_log_level,
         serve_command=shlex.split(args.serve_command) if args.serve_command else None,
+        http_processes=max(args.http_processes, 1),
     )
     signal.signal(signal.SIGTERM, interrupted)
     try:
         with serve(
-            opts.database_url, log_level=opts.serve_log_level, command=opts.serve_command
+            opts.database_url,
+            log_level=opts.serve_log_level,
+            command=opts.serve_command,
+            http_processes=opts.http_processes,
         ) as srv:
             try:
                 results = asyncio.run(measure(srv, opts))

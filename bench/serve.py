@@ -67,6 +67,7 @@ def serve(
     workers: int | None = None,
     log_level: str | None = None,
     command: list[str] | None = None,
+    http_processes: int = 1,
 ) -> Iterator[Serve]:
     """Start `provisioner serve` (or `command`) on a fresh database; stop it, clean up after."""
     with contextlib.ExitStack() as stack:
@@ -96,6 +97,8 @@ def serve(
             env["PROVISIONER_WORKERS"] = str(workers)
         if log_level is not None:
             env["PROVISIONER_LOG_LEVEL"] = log_level
+        if http_processes > 1:
+            env["PROVISIONER_HTTP_PROCESSES"] = str(http_processes)
         log_path = tmp / "serve.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
