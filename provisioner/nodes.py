@@ -11,10 +11,9 @@ from provisioner.audit import record
 from provisioner.errors import (
     ConfigError,
     Conflict,
-    InfrastructureError,
     InvalidInput,
-    NodeUntrusted,
     NotFound,
+    ProvisionerError,
 )
 from provisioner.fleet import Fleet
 from provisioner.models import SYSTEM_ACTOR, Actor, Capacity, Node
@@ -60,7 +59,8 @@ class Nodes:
         """Contact a node once, so an unknown host key is fetched and shown; the node after."""
         try:
             await asyncio.wait_for((await self._fleet.hypervisor(name)).check(), timeout)
-        except (TimeoutError, InfrastructureError, NodeUntrusted, Conflict) as error:
+        except (TimeoutError, ProvisionerError) as error:
+            # Whatever went wrong is the node's state, shown by `node list`; not the caller's.
             log.info("probing node %s: %s", name, getattr(error, "message", "no answer"))
         await self._fleet.refresh()
         return await self._fleet.node(name)

@@ -22,7 +22,7 @@ import libvirt
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-import main
+import composition
 from main import System
 from provisioner.adapters.domain_xml import metadata_xml
 from provisioner.adapters.libvirt import LibvirtHypervisor
@@ -560,8 +560,8 @@ async def test_create_with_an_image_no_node_holds_is_409_image_unavailable(
 ) -> None:
     ghost = Image("ghost", "ghost.qcow2")
     with_ghost = replace(settings, images=(*DEFAULT_IMAGES, ghost))
-    async with main.built(with_ghost) as system:
-        await main.ensure_admin(system)
+    async with composition.built(with_ghost) as system:
+        await composition.ensure_admin(system)
         assert "ghost.qcow2" in volumes(), "test-driver pools are stocked at start"
         driver().storagePoolLookupByName(POOL).storageVolLookupByName("ghost.qcow2").delete()
         await system.fleet.survey(timeout=5.0)
@@ -672,7 +672,7 @@ async def test_import_refuses_unknown_and_unapproved_nodes(
 ) -> None:
     pending = Node("pending", "qemu+ssh://n1/system", ssh_host="n1", trust=NodeTrust.PENDING)
     fleet = Fleet([DEFAULT_NODES[0], pending], lambda node: pytest.fail("no node is reached"))
-    images = Images(system.store, system.core.catalog, fleet, main.now)
+    images = Images(system.store, system.core.catalog, fleet, composition.now)
     with pytest.raises(NotFound, match="no node named 'elsewhere'"):
         await images.import_image(ADMIN, "x", image_files, ["elsewhere"], lambda _line: None)
     with pytest.raises(InvalidInput, match="pending have an unapproved host key"):
@@ -685,7 +685,7 @@ async def test_upkeep_learns_an_image_imported_by_another_process(
 ) -> None:
     async with system.store.transaction() as tx:
         await tx.save_image(Image("elsewhere", "elsewhere.qcow2"))
-    await main.upkeep(system)
+    await composition.upkeep(system)
     resp = await client.get("/v1/images", headers=admin_headers)
     assert "elsewhere" in {i["name"] for i in (await resp.json())["images"]}
 
@@ -695,7 +695,7 @@ async def test_an_image_imported_by_another_process_is_usable_after_upkeep(
 ) -> None:
     async with system.store.transaction() as tx:
         await tx.save_image(Image("later", "later.qcow2"))
-    await main.upkeep(system)
+    await composition.upkeep(system)
     resp = await client.post(
         "/v1/workspaces", json={"plan": "small", "image": "later"}, headers=admin_headers
     )
@@ -722,7 +722,7 @@ async def test_create_writes_a_seed_with_the_owners_keys_and_keeps_the_guest_hos
     client: Client, admin_headers: dict[str, str], system: System, public_key: str
 ) -> None:
     owner = "alice@example.com"
-    _key, added = await SshKeys(system.store, main.now).add(ADMIN, owner, public_key)
+    _key, added = await SshKeys(system.store, composition.now).add(ADMIN, owner, public_key)
     assert added
     resp = await client.post(
         "/v1/workspaces",

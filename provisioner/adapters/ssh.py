@@ -89,6 +89,7 @@ class SshLink:
     ) -> None:
         if node.ssh_host is None:
             raise ConfigError(f"node {node.name} has no ssh_host; it cannot be reached over SSH")
+        remote_libvirt_socket(node)  # a libvirt URI we cannot forward fails here, not later
         self._node, self._reporter = node, reporter
         self._client_key, self._guest_key = Path(client_key), Path(guest_key)
         self._connect_timeout, self._keepalive = connect_timeout, keepalive_interval
