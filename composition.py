@@ -25,7 +25,6 @@ from bot.deps import BotConfig
 from provisioner.adapters.cloudinit import CloudInitSeeds
 from provisioner.adapters.keyfiles import ensure_keypair, write_key_from_base64
 from provisioner.adapters.libvirt import LibvirtHypervisor
-from provisioner.adapters.ssh import SshLink
 from provisioner.adapters.store.engine import SqlStore
 from provisioner.approvals import Approvals
 from provisioner.audit import AuditTrail
@@ -71,6 +70,9 @@ def node_access(settings: Settings, reporter: HostKeyReporter) -> AccessFactory:
             )
         elif node.ssh_key:
             key = Path(node.ssh_key)
+        # Imported here: asyncssh costs ~30 MB, which a fleet without SSH nodes need not pay.
+        from provisioner.adapters.ssh import SshLink
+
         link = SshLink(node, client_key=key, guest_key=identity, reporter=reporter)
         return NodeAccess(LibvirtHypervisor(node, link=link), link)
 

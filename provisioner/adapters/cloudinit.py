@@ -7,9 +7,6 @@ import json
 import re
 from typing import Any
 
-import asyncssh
-import pycdlib
-
 from provisioner.errors import InvalidInput
 from provisioner.ports import SeedSpec
 
@@ -44,6 +41,8 @@ class CloudInitSeeds:
 
     def host_keypair(self) -> tuple[str, str]:
         """A fresh ed25519 host key: (OpenSSH private key, OpenSSH public key line)."""
+        import asyncssh  # ~30 MB: loaded at the first create, not at start
+
         key = asyncssh.generate_private_key("ssh-ed25519")
         private = key.export_private_key("openssh").decode()
         return private, key.export_public_key("openssh").decode().strip()
@@ -150,6 +149,8 @@ def _check_host_key(private: str, public: str) -> None:
     _check_public_key(public, "host public key")
     if not private.startswith(_PRIVATE_KEY_HEADER) or "\x00" in private:
         raise InvalidInput(_PRIVATE_KEY_RULE)
+    import asyncssh  # lazily, see host_keypair
+
     try:
         derived = asyncssh.import_private_key(private).export_public_key("openssh").decode()
     except (asyncssh.KeyImportError, ValueError):
@@ -160,6 +161,8 @@ def _check_host_key(private: str, public: str) -> None:
 
 def _iso(files: dict[str, str]) -> bytes:
     """An ISO 9660 image labelled `cidata` holding `files`, with Joliet and Rock Ridge names."""
+    import pycdlib  # loaded at the first create, not at start
+
     iso = pycdlib.PyCdlib()
     iso.new(interchange_level=1, vol_ident="cidata", joliet=3, rock_ridge="1.09")
     for name, text in files.items():
