@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import subprocess
 from pathlib import Path
 
 from provisioner.errors import ConfigError
@@ -12,21 +13,23 @@ from provisioner.errors import ConfigError
 def ensure_keypair(path: Path) -> str:
     """The public key line of the ed25519 key at `path`, generating the key on first use."""
     public = path.with_suffix(".pub")
-    if path.exists() and public.exists():
-        # The common case reads one small file: asyncssh costs ~30 MB of memory to load.
-        return public.read_text().strip()
-    import asyncssh  # lazily, see above
-
     if not path.exists():
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        key = asyncssh.generate_private_key("ssh-ed25519", comment="provisioner")
-        _write_private(path, key.export_private_key())
+        # ssh-keygen rather than asyncssh: loading asyncssh costs a serve ~30 MB for good.
+        try:
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "provisioner", "-f", path],
+                check=True,
+                capture_output=True,
+            )
+        except (OSError, subprocess.CalledProcessError) as error:
+            raise ConfigError(
+                f"cannot make the SSH key {path} with ssh-keygen ({error}); install openssh-client"
+            ) from None
     try:
-        key = asyncssh.read_private_key(path)
-    except (OSError, asyncssh.KeyImportError) as error:
-        raise ConfigError(f"cannot read the SSH key {path}: {error}") from None
-    public.write_bytes(key.export_public_key())
-    return key.export_public_key().decode().strip()
+        return public.read_text().strip()
+    except OSError as error:
+        raise ConfigError(f"cannot read {public}: {error.strerror}") from None
 
 
 def write_key_from_base64(path: Path, encoded: str) -> Path:
