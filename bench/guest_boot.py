@@ -145,6 +145,8 @@ def table(results: dict[str, Any]) -> str:
             header,
             row("POST → operation succeeded", o["post_to_succeeded_s"]),
             row("POST → first SSH login (ours)", o["post_to_ssh_s"]),
+            "  steps (server clock):",
+            *(row(f"  {name}", took) for name, took in o["step_s"].items()),
         ]
     if "ratio" in results:
         ok = "ok  " if results["ratio"] <= TARGET_RATIO else "MISS"

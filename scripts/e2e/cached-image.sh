@@ -1,6 +1,7 @@
 #!/bin/bash
 # The e2e guest image, built by build-image.sh once per version of that script (keyed by its sha256)
-# into ${PROVISIONER_E2E_CACHE:-/var/cache/provisioner-e2e}/image/KEY; older builds are removed.
+# into ${PROVISIONER_E2E_CACHE:-/var/cache/provisioner-e2e}/image/KEY; other builds older than a day
+# are removed.
 # Usage: cached-image.sh            build unless cached; prints the image directory last
 #        cached-image.sh --dir      only print the directory (whether or not it is built yet)
 # Run outside netns-run.sh: mmdebstrap needs the Debian mirror.
@@ -23,7 +24,8 @@ else
   touch "$DIR.partial/.complete"
   rm -rf "$DIR"; mv "$DIR.partial" "$DIR"
   echo "image built in $((SECONDS - t0))s"
-  find "$CACHE" -mindepth 1 -maxdepth 1 -type d ! -name "$KEY" -exec rm -rf {} +
+  # Builds of other versions of the script, unless recent: a run of another checkout may use one.
+  find "$CACHE" -mindepth 1 -maxdepth 1 -type d ! -name "$KEY" -mmin +1440 -exec rm -rf {} +
 fi
 (cd "$DIR" && ls -l base.qcow2 vmlinuz initrd.img cmdline && echo "cmdline: $(cat cmdline)")
 echo "$DIR"

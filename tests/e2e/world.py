@@ -82,7 +82,9 @@ class World:
     def import_image(self, settings: Mapping[str, str]) -> str:
         """`provisioner image import debian-12 …` with the kernel boot files; its output."""
         # Interface names as the seed's network config expects (eth0).
-        cmdline = f"{self.image.cmdline} net.ifnames=0"
+        cmdline = self.image.cmdline
+        if "net.ifnames=0" not in cmdline:
+            cmdline += " net.ifnames=0"
         done = self.cli(
             settings,
             "image",
