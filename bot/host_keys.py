@@ -11,12 +11,13 @@ from slack_bolt.async_app import AsyncApp
 
 from acl.rbac import Permission, require
 from bot.deps import BotDeps
-from bot.views import Block, button, context, section
+from bot.views import Block, button, context, deny_modal, section, when
 from provisioner.models import Node, NodeTrust
 
 KIND = "hostkey"
 Ack = Callable[..., Awaitable[None]]
-Spawn = Callable[[dict[str, Any], Awaitable[None], str], None]
+# Interactions.spawn: run work after the ack (urgent=True skips the queue), errors to the clicker.
+Spawn = Callable[..., None]
 
 
 def subject_of(node: str, fingerprint: str) -> str:
@@ -49,19 +50,24 @@ def request_view(node: Node) -> tuple[str, list[Block]]:
             "block_id": f"hostkey_actions:{node.name}",
             "elements": [
                 button("Approve", "approve_host_key", value, "primary", f"Trust `{fp}`?"),
-                button("Reject", "reject_host_key", value, "danger", "The node stays unused."),
+                button(
+                    "Deny", "reject_host_key", value, "danger", "You will be asked for a reason."
+                ),
             ],
         },
     ]
 
 
-def outcome_view(node_name: str, fingerprint: str, approved: bool, who: str) -> list[Block]:
-    """The message once decided: who decided what."""
+def outcome_view(
+    node_name: str, fingerprint: str, approved: bool, who: str, reason: str | None
+) -> list[Block]:
+    """The message once decided: who decided what, when, and why."""
     verdict = ":white_check_mark: Trusted" if approved else ":no_entry: Rejected"
     result = "takes workspaces again" if approved else "stays out of use"
+    why = f": {reason}" if reason else ""
     return [
         section(f"{verdict} host key `{fingerprint}` of node *{node_name}*; the node {result}."),
-        context(f"Decided by <@{who}>"),
+        context(f"Decided by <@{who}> {when(datetime.now(UTC))}{why}"),
     ]
 
 
@@ -96,31 +102,55 @@ class HostKeyButtons:
         """Attach the listeners: each acks at once and decides after the ack."""
         bolt.action("approve_host_key")(self.approve)
         bolt.action("reject_host_key")(self.reject)
+        bolt.view("reject_host_key_reason")(self.reject_submitted)
 
     async def approve(self, ack: Ack, body: dict[str, Any]) -> None:
         """The Approve button."""
         await ack()
-        self.spawn(body, self.decide(body, approve=True), "approve-host-key")
+        value = str(body["actions"][0]["value"])
+        self.spawn(body, self.decide(body, value, approve=True), "approve-host-key")
 
     async def reject(self, ack: Ack, body: dict[str, Any]) -> None:
-        """The Reject button."""
+        """The Deny button: ask for a reason first (the trigger id lasts 3 s)."""
         await ack()
-        self.spawn(body, self.decide(body, approve=False), "reject-host-key")
+        view = deny_modal(
+            str(body["actions"][0]["value"]),
+            callback_id="reject_host_key_reason",
+            title="Deny host key",
+            question="Why? It goes into the audit trail.",
+        )
+        self.spawn(body, self._open(body["trigger_id"], view), "host-key-modal", urgent=True)
 
-    async def decide(self, body: dict[str, Any], *, approve: bool) -> None:
+    async def _open(self, trigger_id: str, view: dict[str, Any]) -> None:
+        """Open the reason modal."""
+        await self.deps.client.views_open(trigger_id=trigger_id, view=view)
+
+    async def reject_submitted(self, ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
+        """The reason modal: a reason is required."""
+        reason = (view["state"]["values"]["reason"]["reason"].get("value") or "").strip()
+        if not reason:
+            await ack(response_action="errors", errors={"reason": "Say why, for the audit trail."})
+            return
+        await ack()
+        value = str(view["private_metadata"])
+        self.spawn(body, self.decide(body, value, approve=False, reason=reason), "reject-key")
+
+    async def decide(
+        self, body: dict[str, Any], value: str, *, approve: bool, reason: str | None = None
+    ) -> None:
         """Record the decision in the core (compare-and-set), then show it in the message."""
         deps = self.deps
         user = await deps.identity.user(body["user"]["id"])
         require(user.actor, Permission.MANAGE_NODES)
-        node, _, fingerprint = str(body["actions"][0]["value"]).partition("|")
+        node, _, fingerprint = value.partition("|")
         if approve:
             await deps.core.nodes.approve_host_key(user.actor, node, fingerprint)
         else:
-            await deps.core.nodes.reject_host_key(user.actor, node, fingerprint)
+            await deps.core.nodes.reject_host_key(user.actor, node, fingerprint, reason)
         message = await deps.conversations.message_for(KIND, subject_of(node, fingerprint))
         if message is None:
             return
-        blocks = outcome_view(node, fingerprint, approve, user.user_id)
+        blocks = outcome_view(node, fingerprint, approve, user.user_id, reason)
         await deps.client.chat_update(
             channel=message.channel, ts=message.ts, text=blocks[0]["text"]["text"], blocks=blocks
         )

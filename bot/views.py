@@ -201,20 +201,26 @@ def approval_outcome(approval: Approval, ws: Workspace, requester: str) -> tuple
     ]
 
 
-def deny_modal(approval_id: str) -> dict[str, Any]:
-    """A modal asking the operator why they deny."""
+def deny_modal(
+    approval_id: str,
+    *,
+    callback_id: str = "deny_reason",
+    title: str = "Deny request",
+    question: str = "Why? The requester will see this.",
+) -> dict[str, Any]:
+    """A modal asking the operator why they deny (a request, or a node's host key)."""
     return {
         "type": "modal",
-        "callback_id": "deny_reason",
+        "callback_id": callback_id,
         "private_metadata": approval_id,
-        "title": plain("Deny request"),
+        "title": plain(title),
         "submit": plain("Deny"),
         "close": plain("Back"),
         "blocks": [
             {
                 "type": "input",
                 "block_id": "reason",
-                "label": plain("Why? The requester will see this."),
+                "label": plain(question),
                 "element": {
                     "type": "plain_text_input",
                     "action_id": "reason",

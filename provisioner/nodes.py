@@ -110,7 +110,9 @@ class Nodes:
         await self._fleet.refresh()
         return await self._fleet.node(name)
 
-    async def reject_host_key(self, actor: Actor, name: str, fingerprint: str) -> Node:
+    async def reject_host_key(
+        self, actor: Actor, name: str, fingerprint: str, reason: str | None = None
+    ) -> Node:
         """Refuse the key a node presents: it stays out of use, and the refusal is audited."""
         node = await self._node(name)
         if node.presented_fingerprint != fingerprint:
@@ -119,9 +121,8 @@ class Nodes:
                 code="fingerprint_mismatch",
             )
         async with self._store.transaction() as tx:
-            await record(
-                tx, self._clock(), actor, "node.host_key_rejected", name, reason=fingerprint
-            )
+            why = f"{fingerprint}: {reason}" if reason else fingerprint
+            await record(tx, self._clock(), actor, "node.host_key_rejected", name, reason=why)
         return node
 
     async def _node(self, name: str) -> Node:

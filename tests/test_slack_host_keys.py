@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -71,6 +72,7 @@ async def test_an_unknown_key_is_posted_once_with_its_fingerprint(world: SlackWo
         ("approve_host_key", "primary"),
         ("reject_host_key", "danger"),
     ]
+    assert all("confirm" in b for b in buttons(request))
     await world.system.bot.sync.sync_once()  # type: ignore[union-attr]
     assert len([m for m in world.fake.channel(OPS_CHANNEL) if "far" in m.text]) == 1
 
@@ -99,15 +101,41 @@ async def test_a_developer_cannot_approve_and_an_operator_approves_once(
     assert len(approvals) == 1 and approvals[0].reason == FINGERPRINT
 
 
-async def test_a_rejected_key_keeps_the_node_out_of_use(world: SlackWorld) -> None:
+async def test_a_denied_key_asks_why_and_keeps_the_node_out_of_use(world: SlackWorld) -> None:
     request = await posted_request(world)
     assert (await world.post(click(request, OPS, "reject_host_key"))).status == 200
+    await world.settle()
+    [opened] = world.fake.calls_of("views.open")
+    view = opened.params["view"]
+    view = json.loads(view) if isinstance(view, str) else view
+    assert view["callback_id"] == "reject_host_key_reason"
+    value = view["private_metadata"]
+    empty = sp.view_submission(
+        "reject_host_key_reason",
+        {"reason": {"reason": sp.plain_text_value("  ")}},
+        user_id=OPS,
+        private_metadata=value,
+    )
+    answer = await world.post(empty)
+    assert (await answer.json())["response_action"] == "errors"
+    assert await trust_of(world) == NodeTrust.PENDING
+    reason = "not the fingerprint hv1 showed on its console"
+    await world.post(
+        sp.view_submission(
+            "reject_host_key_reason",
+            {"reason": {"reason": sp.plain_text_value(reason)}},
+            user_id=OPS,
+            private_metadata=value,
+        )
+    )
     await world.settle()
     assert await trust_of(world) == NodeTrust.PENDING
     decided = world.fake.messages[(OPS_CHANNEL, request.ts)]
     assert "Rejected" in decided.text and buttons(decided) == []
+    assert reason in str(decided.blocks)
     page = await world.system.audit.list(target="far", limit=50)
-    assert [e.action for e in page.items].count("node.host_key_rejected") == 1
+    [rejected] = [e for e in page.items if e.action == "node.host_key_rejected"]
+    assert rejected.reason == f"{FINGERPRINT}: {reason}"
 
 
 async def test_a_changed_key_is_flagged_as_a_possible_attack(world: SlackWorld) -> None:
