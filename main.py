@@ -23,9 +23,14 @@ from composition import (  # noqa: F401 (System, built, ensure_admin: used by te
 )
 from provisioner.errors import ProvisionerError
 from provisioner.images import ImageFiles
-from provisioner.models import SYSTEM_ACTOR, Role
+from provisioner.models import SYSTEM_ACTOR, Capacity, Node, Role
 from provisioner.tokens import parse_duration
 from settings import Settings
+
+NODE_OPTIONS = frozenset(
+    {"ssh_host", "ssh_port", "ssh_user", "ssh_key", "host_key", "libvirt_uri", "pool", "network"}
+    | {"virt_type"}
+)
 
 
 async def token_create(settings: Settings, args: argparse.Namespace) -> None:
@@ -63,6 +68,25 @@ async def node_check(settings: Settings, _args: argparse.Namespace) -> None:
         print(f"{name:16} {'ok' if problem is None else 'FAIL: ' + problem}")
     if any(health.values()):
         raise SystemExit(1)
+
+
+async def node_add(settings: Settings, args: argparse.Namespace) -> None:
+    """Register a node (kept in the database); an unknown host key is fetched and shown."""
+    fields = {
+        key: value for key, value in vars(args).items() if key in NODE_OPTIONS and value is not None
+    }
+    capacity = Capacity(args.vcpus, args.memory_mib, args.disk_gib)
+    async with built(settings) as system:
+        node = await system.core.nodes.add(
+            SYSTEM_ACTOR, Node(args.name, capacity=capacity, **fields)
+        )
+    print(f"node {node.name} added ({node.trust.value})")
+    if node.presented_fingerprint:
+        print(
+            f"it presents host key {node.presented_fingerprint}; compare it with "
+            "`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on the node, then:\n"
+            f"  provisioner node approve {node.name} --fingerprint {node.presented_fingerprint}"
+        )
 
 
 async def node_approve(settings: Settings, args: argparse.Namespace) -> None:
@@ -111,6 +135,20 @@ def _parser() -> argparse.ArgumentParser:
     node = commands.add_parser("node", help="inspect nodes").add_subparsers(
         dest="action", required=True
     )
+    add = node.add_parser("add", help="register a node (kept in the database)")
+    add.add_argument("name", help="the node's name")
+    add.add_argument("--ssh-host", help="where to reach it over SSH (omit for a local libvirt)")
+    add.add_argument("--ssh-port", type=int, help="default 2222")
+    add.add_argument("--ssh-user", help="default root")
+    add.add_argument("--ssh-key", help="private key file (default: the data dir's keys/id_ed25519)")
+    add.add_argument("--host-key", help="the node's host key line or SHA256 fingerprint, to pin")
+    add.add_argument("--libvirt-uri", help="on the node; default qemu:///system")
+    add.add_argument("--pool", help="storage pool; default `default`")
+    add.add_argument("--network", help="libvirt network; default `default`")
+    add.add_argument("--virt-type", choices=("auto", "kvm", "qemu"), help="default auto")
+    add.add_argument("--vcpus", type=int, default=64)
+    add.add_argument("--memory-mib", type=int, default=262144)
+    add.add_argument("--disk-gib", type=int, default=4096)
     node.add_parser("list", help="list nodes with their host-key state")
     node.add_parser("check", help="check every node answers (SSH, libvirt, pool)")
     approve = node.add_parser("approve", help="trust the SSH host key a node presents")
@@ -138,6 +176,7 @@ COMMANDS: dict[
     ("token", "create"): token_create,
     ("node", "list"): node_list,
     ("node", "check"): node_check,
+    ("node", "add"): node_add,
     ("node", "approve"): node_approve,
     ("image", "import"): image_import,
 }
