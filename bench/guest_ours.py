@@ -226,7 +226,8 @@ def create_once(
             raise BenchError(f"workspace {name} has no address: {ws}")
         with Jump(node.port, node.client_key, node.host_key) as jump:
             left = timeout - (time.monotonic() - started)
-            jump.wait(address, login_name(OWNER), key, left, host_key=ws.get("guest_host_key"))
+            host_key = ws.get("guest_host_key") or pinned(env, ws_id)  # None: accept-new
+            jump.wait(address, login_name(OWNER), key, left, host_key=host_key)
         return {
             "succeeded": succeeded,
             "ssh": time.monotonic() - started,
@@ -238,15 +239,16 @@ def create_once(
         remove(client, ws_id, op_id)
 
 
-def pinned(env: dict[str, str], ws_id: str) -> str:
-    """The guest host key serve stored for a workspace (not in the API's answer)."""
+def pinned(env: dict[str, str], ws_id: str) -> str | None:
+    """The guest host key serve stored for a workspace (the API does not show it)."""
     path = env["PROVISIONER_DATABASE_URL"].split(":///", 1)[1]
     try:
         with contextlib.closing(sqlite3.connect(path)) as db:
             row = db.execute("SELECT guest_host_key FROM workspaces WHERE id = ?", (ws_id,))
-            return str(row.fetchone())
-    except sqlite3.Error as error:
-        return f"(not found in serve's database: {error})"
+            found = row.fetchone()
+    except sqlite3.Error:
+        return None
+    return str(found[0]) if found and found[0] else None
 
 
 def diagnose(client: httpx.Client, env: dict[str, str], ws_id: str, node: SshNode) -> str:
@@ -261,7 +263,8 @@ def diagnose(client: httpx.Client, env: dict[str, str], ws_id: str, node: SshNod
             seen = jump.dir / f"known_hosts.{address}"
             presented = seen.read_text().strip() if seen.exists() else done.stderr.strip()
         lines.append(f"guest {address} presents: {presented or '(nothing)'}")
-        lines.append(f"the workspace pins:      {ws.get('guest_host_key') or pinned(env, ws_id)}")
+        pin = ws.get("guest_host_key") or pinned(env, ws_id) or "(none stored)"
+        lines.append(f"the workspace pins:      {pin}")
     for console in Path("/var/log/libvirt/qemu").glob(f"{ws.get('domain')}*console*"):
         text = console.read_text(errors="replace").splitlines()
         notable = [line for line in text if NOTABLE.search(line)]

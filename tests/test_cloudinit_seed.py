@@ -94,7 +94,6 @@ EXPECTED_USER_DATA = {
     "preserve_hostname": False,
     "users": [expected_user("alice", list(USER_KEYS)), expected_user("provisioner", [ADMIN_KEY])],
     "disable_root": True,
-    "ssh_pwauth": False,
     "ssh_deletekeys": True,
     "ssh_keys": {"ed25519_private": HOST_PRIVATE, "ed25519_public": HOST_PUBLIC},
 }

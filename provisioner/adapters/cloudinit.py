@@ -68,8 +68,9 @@ def _user_data(spec: SeedSpec) -> dict[str, Any]:
         "fqdn": spec.hostname,
         "preserve_hostname": False,
         "users": [_user(spec.user, spec.user_keys), _user(spec.admin_user, (spec.admin_key,))],
+        # No ssh_pwauth: setting it makes cloud-init restart sshd just after the first logins
+        # work. Passwords are locked anyway (lock_passwd), so password logins cannot succeed.
         "disable_root": True,
-        "ssh_pwauth": False,
         # The guest must present exactly the key we pinned, never one it made up itself: with
         # ssh_keys given cloud-init generates none, and `ssh_genkeytypes: []` fails its schema.
         "ssh_deletekeys": True,

@@ -83,8 +83,7 @@ class World:
         """`provisioner image import debian-12 …` with the kernel boot files; its output."""
         # Interface names as the seed's network config expects (eth0).
         cmdline = self.image.cmdline
-        if "net.ifnames=0" not in cmdline:
-            cmdline += " net.ifnames=0"
+        assert "net.ifnames=0" in cmdline, "rebuild the image (scripts/e2e/cached-image.sh)"
         done = self.cli(
             settings,
             "image",
@@ -141,8 +140,6 @@ def remove_workspace_volumes(conn: Any) -> None:
 @pytest.fixture
 def world(tmp_path: Path, ssh_node: SshNode, guest_image: GuestImage, conn: Any) -> Iterator[World]:
     """Settings around the node; workspace volumes are removed afterwards."""
-    # libvirt's packages make this on real nodes; the namespace's tmpfs starts empty.
-    Path("/var/log/libvirt/qemu").mkdir(parents=True, exist_ok=True)
     try:
         yield World(tmp_path, ssh_node, guest_image)
     finally:
