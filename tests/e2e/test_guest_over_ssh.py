@@ -145,10 +145,14 @@ async def test_an_unknown_node_is_approved_then_a_workspace_lives_its_whole_life
         new_key = world.guest_host_key(ws["id"])
         assert new_key != guest_key
         got = (await serve.client.get(f"/v1/workspaces/{ws['id']}")).json()
-        again = jump.run(got["address"], OWNER_LOGIN, owner_key, ["ls"], host_key=new_key)
-        assert again.returncode == 0 and "marker" not in again.stdout
+    # A new jump (a new connection to the node) for the new guest.
+    with Jump(world.node.port, world.node.client_key, world.node.host_key) as jump:
+        address = got["address"]
+        jump.wait(address, OWNER_LOGIN, owner_key, 60, host_key=new_key)
+        again = jump.run(address, OWNER_LOGIN, owner_key, ["ls"], host_key=new_key)
+        assert again.returncode == 0 and "marker" not in again.stdout, again.stderr
         # The old key no longer opens the door: the guest really is a new one.
-        stale = jump.run(got["address"], OWNER_LOGIN, owner_key, ["true"], host_key=guest_key)
+        stale = jump.run(address, OWNER_LOGIN, owner_key, ["true"], host_key=guest_key)
         assert stale.returncode == 255
 
     # 6. Delete leaves no domain, disk or seed behind.
