@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -62,6 +63,7 @@ class OperationRunner:
         self._wake = asyncio.Event()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._claims: dict[str, Claim] = {}
+        self._node_of: dict[str, str] = {}  # running operation → its node
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._listeners: list[Callable[[], None]] = []
@@ -107,7 +109,7 @@ class OperationRunner:
             claims: list[Claim] = []
             if room > 0:
                 try:
-                    claims = await self._claim(room)
+                    claims = await self._claim(room, self._full_nodes())
                 except InfrastructureError as error:
                     log.warning("claiming operations failed: %s", error.message)
                 except Exception:
@@ -118,12 +120,26 @@ class OperationRunner:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._poll)
 
-    async def _claim(self, limit: int) -> list[Claim]:
-        """Lease up to `limit` operations and audit each claim."""
+    def _full_nodes(self) -> frozenset[str]:
+        """Nodes already running their share of this runner's workers.
+
+        A hung node's operations hold their workers until their steps give up; without a
+        share per node, they would starve the work of every healthy node.
+        """
+        share = max(1, self._concurrency // 2)
+        running = Counter(self._node_of.values())
+        return frozenset(node for node, count in running.items() if count >= share)
+
+    async def _claim(self, limit: int, full: frozenset[str]) -> list[Claim]:
+        """Lease up to `limit` operations (none on `full` nodes) and audit each claim."""
         now = self._clock()
         async with self._store.transaction() as tx:
             claims = await tx.claim_operations(
-                worker=self.worker, now=now, lease_until=now + self._lease, limit=limit
+                worker=self.worker,
+                now=now,
+                lease_until=now + self._lease,
+                limit=limit,
+                exclude_nodes=full,
             )
             for claim in claims:
                 op = claim.operation
@@ -149,6 +165,7 @@ class OperationRunner:
         def forget(_task: asyncio.Task[None]) -> None:
             self._tasks.pop(op_id, None)
             self._claims.pop(op_id, None)
+            self._node_of.pop(op_id, None)
             self._wake.set()
 
         task.add_done_callback(forget)
@@ -199,6 +216,7 @@ class OperationRunner:
             ctx = await self._contexts.build(op.workspace_id)
         except ProvisionerError as error:
             return await self._finish(claim, OperationState.FAILED, error.message)
+        self._node_of[op.id] = ctx.node.name
         try:
             if op.attempts > self._max_attempts:
                 await self._mark_interrupted(claim)

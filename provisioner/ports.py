@@ -294,9 +294,15 @@ class Transaction(Protocol):
         ...
 
     async def claim_operations(
-        self, *, worker: str, now: datetime, lease_until: datetime, limit: int
+        self,
+        *,
+        worker: str,
+        now: datetime,
+        lease_until: datetime,
+        limit: int,
+        exclude_nodes: frozenset[str] = frozenset(),
     ) -> list[Claim]:
-        """Lease up to `limit` pending or abandoned operations to `worker`."""
+        """Lease up to `limit` pending or abandoned operations, none on `exclude_nodes`."""
         ...
 
     async def renew_lease(self, claim: Claim, lease_until: datetime) -> bool:

@@ -210,3 +210,30 @@ async def test_stop_start_and_expiry(system: System) -> None:
     assert await system.core.expire_workspaces(SYSTEM_ACTOR) == 1
     deleting = await system.core.get_workspace(ADMIN, ws.id)
     assert deleting.state in (WorkspaceState.DELETING, WorkspaceState.DELETED)
+
+
+async def test_a_node_at_its_share_of_workers_is_passed_over_when_claiming(idle: System) -> None:
+    on_local, _ = await idle.core.create_workspace(ADMIN, CreateRequest("small", "debian-12"))
+    # A second node's workspace, written straight into the store (placement is not the point).
+    async with idle.store.transaction() as tx:
+        await tx.update_workspace(on_local.id, node="elsewhere")
+    other, _ = await idle.core.create_workspace(ADMIN, CreateRequest("small", "debian-12"))
+    now = datetime.now(UTC)
+    async with idle.store.transaction() as tx:
+        claims = await tx.claim_operations(
+            worker="w",
+            now=now,
+            lease_until=now + timedelta(seconds=30),
+            limit=10,
+            exclude_nodes=frozenset({"elsewhere"}),
+        )
+    assert [c.operation.workspace_id for c in claims] == [other.id]
+    # Once the full node has room again, its work is claimed as usual.
+    assert [c.operation.workspace_id for c in await claim(idle, "w", now)] == [on_local.id]
+
+
+def test_the_share_of_a_node_is_half_the_workers(idle: System) -> None:
+    runner = idle.runner
+    runner._node_of.update({f"op{i}": "hung" for i in range(runner._concurrency // 2)})
+    runner._node_of["op-x"] = "local"
+    assert runner._full_nodes() == frozenset({"hung"})

@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from provisioner.adapters.store.base import QueriesBase
-from provisioner.adapters.store.tables import operation_steps, operations
+from provisioner.adapters.store.tables import operation_steps, operations, workspaces
 from provisioner.models import (
     Claim,
     Operation,
@@ -120,15 +120,26 @@ class OperationQueries(QueriesBase):
         return None if row is None else await self.get_operation(row.id)
 
     async def claim_operations(
-        self, *, worker: str, now: datetime, lease_until: datetime, limit: int
+        self,
+        *,
+        worker: str,
+        now: datetime,
+        lease_until: datetime,
+        limit: int,
+        exclude_nodes: frozenset[str] = frozenset(),
     ) -> list[Claim]:
-        """Lease up to `limit` claimable operations; each claim bumps the fence."""
+        """Lease up to `limit` claimable operations, none on `exclude_nodes`; bumps fences."""
         candidates = (
             sa.select(operations.c.id, operations.c.fence)
             .where(_claimable(now))
             .order_by(operations.c.created_at)
             .limit(limit)
         )
+        if exclude_nodes:
+            on_excluded = sa.select(workspaces.c.id).where(
+                workspaces.c.node.in_(sorted(exclude_nodes))
+            )
+            candidates = candidates.where(operations.c.workspace_id.not_in(on_excluded))
         if self.conn.dialect.name == "postgresql":
             candidates = candidates.with_for_update(skip_locked=True)
         claims = []
