@@ -545,9 +545,9 @@ async def wait_for_hang(
 
 
 def _hang_explains(op: dict[str, Any]) -> bool:
-    """Whether a create on `hung` is still stuck, or failed because `hung` never answered."""
+    """Whether a create on `hung` is stuck, waits for `hung`'s share of workers, or failed."""
     error = op.get("error") or ""
-    return op["state"] == "running" or (
+    return op["state"] in ("running", "pending") or (
         op["state"] == "failed" and any(text in error for text in HANG_MESSAGES)
     )
 
