@@ -33,7 +33,8 @@ async def write_seed(ctx: StepContext) -> str:
         return "already there"
     # A seed without a stored key (a crash between the two) is replaced, never trusted.
     await ctx.hypervisor.delete_volume(ws.seed_volume)
-    private, public = ctx.seeds.host_keypair()
+    # Off the loop: key generation (and, the first time, loading its library) takes a while.
+    private, public = await asyncio.to_thread(ctx.seeds.host_keypair)
     await ctx.remember(guest_host_key=public)
     user = login_name(ws.owner)
     spec = SeedSpec(
