@@ -70,7 +70,7 @@ async def approve_host_key(request: web.Request) -> web.Response:
     body = await read_json(request, APPROVE_FIELDS)
     nodes = request.app[PROVISIONER_KEY].nodes
     node = await nodes.approve_host_key(actor, request.match_info["name"], body["fingerprint"])
-    used = dict(await nodes.list()).get(node, Capacity(0, 0, 0))
+    used = next((u for n, u in await nodes.list() if n.name == node.name), Capacity(0, 0, 0))
     return web.json_response(render.node(node, used))
 
 

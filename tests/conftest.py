@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -98,3 +99,16 @@ def admin_headers() -> dict[str, str]:
 def fresh_settings(settings: Settings) -> Iterator[Settings]:
     """Settings without a configured admin token (first-start behaviour)."""
     yield replace(settings, admin_token=None)
+
+
+@pytest.fixture
+def silent_socket(tmp_path: Path) -> Iterator[Path]:
+    """A UNIX socket that accepts connections and never answers (a hung libvirtd)."""
+    path = tmp_path / "hang.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(8)
+    try:
+        yield path
+    finally:
+        server.close()

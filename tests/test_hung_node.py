@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,19 +11,6 @@ import pytest
 from provisioner.adapters.libvirt import LibvirtHypervisor
 from provisioner.errors import NodeUnavailable
 from provisioner.models import Node
-
-
-@pytest.fixture
-def silent_socket(tmp_path: Path) -> Iterator[Path]:
-    """A UNIX socket that accepts connections and never answers (a hung libvirtd)."""
-    path = tmp_path / "hang.sock"
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(str(path))
-    server.listen(8)
-    try:
-        yield path
-    finally:
-        server.close()
 
 
 async def test_a_hung_node_fails_fast_after_one_timeout(silent_socket: Path) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -178,19 +177,6 @@ def reasons(events: list[AuditEvent]) -> set[tuple[str, str, str | None]]:
 def fleet_of(*nodes: Node, call_timeout: float = 5.0) -> Fleet:
     """A fleet of the given nodes, each on real libvirt with a short call timeout."""
     return Fleet(nodes, lambda node: NodeAccess(LibvirtHypervisor(node, call_timeout=call_timeout)))
-
-
-@pytest.fixture
-def silent_socket(tmp_path: Path) -> Iterator[Path]:
-    """A UNIX socket that accepts connections and never answers (a hung libvirtd)."""
-    path = tmp_path / "hang.sock"
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(str(path))
-    server.listen(8)
-    try:
-        yield path
-    finally:
-        server.close()
 
 
 @pytest.fixture

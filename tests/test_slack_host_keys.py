@@ -59,6 +59,16 @@ def click(request: Message, user_id: str, action: str) -> str:
     )
 
 
+def reason_submission(value: str, reason: str) -> str:
+    """An operator submitting the Deny modal of a host key with `reason`."""
+    return sp.view_submission(
+        "reject_host_key_reason",
+        {"reason": {"reason": sp.plain_text_value(reason)}},
+        user_id=OPS,
+        private_metadata=value,
+    )
+
+
 async def trust_of(world: SlackWorld) -> NodeTrust:
     """The node's trust as the store says."""
     [node] = [n for n, _ in await world.system.core.nodes.list() if n.name == "far"]
@@ -110,24 +120,11 @@ async def test_a_denied_key_asks_why_and_keeps_the_node_out_of_use(world: SlackW
     view = json.loads(view) if isinstance(view, str) else view
     assert view["callback_id"] == "reject_host_key_reason"
     value = view["private_metadata"]
-    empty = sp.view_submission(
-        "reject_host_key_reason",
-        {"reason": {"reason": sp.plain_text_value("  ")}},
-        user_id=OPS,
-        private_metadata=value,
-    )
-    answer = await world.post(empty)
+    answer = await world.post(reason_submission(value, "  "))
     assert (await answer.json())["response_action"] == "errors"
     assert await trust_of(world) == NodeTrust.PENDING
     reason = "not the fingerprint hv1 showed on its console"
-    await world.post(
-        sp.view_submission(
-            "reject_host_key_reason",
-            {"reason": {"reason": sp.plain_text_value(reason)}},
-            user_id=OPS,
-            private_metadata=value,
-        )
-    )
+    await world.post(reason_submission(value, reason))
     await world.settle()
     assert await trust_of(world) == NodeTrust.PENDING
     decided = world.fake.messages[(OPS_CHANNEL, request.ts)]
