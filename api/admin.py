@@ -26,7 +26,7 @@ async def list_nodes(request: web.Request) -> web.Response:
     """Every node with its capacity and what is in use."""
     await authorize(request, Permission.READ_NODES)
     nodes = await request.app[PROVISIONER_KEY].nodes.list()
-    return web.json_response({"nodes": [render.node(n, used) for n, used in nodes]})
+    return render.json_response({"nodes": [render.node(n, used) for n, used in nodes]})
 
 
 NODE_FIELDS = {
@@ -60,7 +60,7 @@ async def add_node(request: web.Request) -> web.Response:
         cap = check_fields(body["capacity"], CAPACITY_FIELDS)
         node = replace(node, capacity=Capacity(cap["vcpus"], cap["memory_mib"], cap["disk_gib"]))
     added = await request.app[PROVISIONER_KEY].nodes.add(actor, node)
-    return web.json_response(render.node(added, Capacity(0, 0, 0)), status=201)
+    return render.json_response(render.node(added, Capacity(0, 0, 0)), status=201)
 
 
 @routes.post("/v1/nodes/{name}/approve")
@@ -71,7 +71,7 @@ async def approve_host_key(request: web.Request) -> web.Response:
     nodes = request.app[PROVISIONER_KEY].nodes
     node = await nodes.approve_host_key(actor, request.match_info["name"], body["fingerprint"])
     used = next((u for n, u in await nodes.list() if n.name == node.name), Capacity(0, 0, 0))
-    return web.json_response(render.node(node, used))
+    return render.json_response(render.node(node, used))
 
 
 @routes.get("/v1/audit")
@@ -86,7 +86,7 @@ async def list_audit(request: web.Request) -> web.Response:
         cursor=query.get("cursor"),
         limit=limit_of(request, default=100),
     )
-    return web.json_response(
+    return render.json_response(
         {"events": [render.audit_event(e) for e in page.items], "next_cursor": page.next_cursor}
     )
 
@@ -108,7 +108,7 @@ async def create_token(request: web.Request) -> web.Response:
         raise InvalidInput(f"unknown role; choose one of: {roles}") from None
     expires = parse_duration(body["expires"]) if body.get("expires") else None
     token, secret = await request.app[TOKENS_KEY].create(actor, role, body["owner"], expires)
-    return web.json_response({"token": render.token(token), "secret": secret}, status=201)
+    return render.json_response({"token": render.token(token), "secret": secret}, status=201)
 
 
 @routes.get("/v1/tokens")
@@ -118,7 +118,7 @@ async def list_tokens(request: web.Request) -> web.Response:
     page = await request.app[TOKENS_KEY].list(
         cursor=request.query.get("cursor"), limit=limit_of(request, default=50)
     )
-    return web.json_response(
+    return render.json_response(
         {"tokens": [render.token(t) for t in page.items], "next_cursor": page.next_cursor}
     )
 
@@ -128,4 +128,4 @@ async def revoke_token(request: web.Request) -> web.Response:
     """Revoke a token; it stops working at once."""
     actor = await authorize(request, Permission.MANAGE_TOKENS)
     token = await request.app[TOKENS_KEY].revoke(actor, request.match_info["id"])
-    return web.json_response(render.token(token))
+    return render.json_response(render.token(token))

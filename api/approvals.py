@@ -9,7 +9,7 @@ from aiohttp import web
 from acl.rbac import Permission
 from api.auth import authorize
 from api.body import Field, read_json
-from api.render import iso
+from api.render import json_response
 from provisioner.approvals import Approvals
 from provisioner.errors import InvalidInput
 from provisioner.models import Approval, ApprovalState
@@ -26,9 +26,9 @@ def render(approval: Approval) -> dict[str, Any]:
         "requested_by": approval.requested_by,
         "state": approval.state.value,
         "decided_by": approval.decided_by,
-        "decided_at": iso(approval.decided_at),
+        "decided_at": approval.decided_at,
         "reason": approval.reason,
-        "created_at": iso(approval.created_at),
+        "created_at": approval.created_at,
     }
 
 
@@ -41,7 +41,7 @@ async def list_approvals(request: web.Request) -> web.Response:
     except ValueError:
         raise InvalidInput("unknown state; choose pending, approved, denied or withdrawn") from None
     page = await request.app[APPROVALS_KEY].list(state=state, cursor=request.query.get("cursor"))
-    return web.json_response(
+    return json_response(
         {"approvals": [render(a) for a in page.items], "next_cursor": page.next_cursor}
     )
 
@@ -59,4 +59,4 @@ async def decide(request: web.Request) -> web.Response:
         approve=request.match_info["decision"] == "approve",
         reason=reason,
     )
-    return web.json_response(render(approval))
+    return json_response(render(approval))

@@ -10,6 +10,7 @@ from contextvars import ContextVar
 
 from aiohttp import web
 
+from api.render import json_response
 from provisioner.errors import (
     CapacityExhausted,
     Conflict,
@@ -61,7 +62,7 @@ class RequestError(ProvisionerError):
 
 def error_response(status: int, code: str, message: str) -> web.Response:
     """The JSON error body every failure uses."""
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+    return json_response({"error": {"code": code, "message": message}}, status=status)
 
 
 def _status_of(error: ProvisionerError) -> int:

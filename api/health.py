@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from api.errors import METRICS_KEY
+from api.render import json_response
 from api.workspaces import PROVISIONER_KEY
 from provisioner.errors import InfrastructureError
 
@@ -14,7 +15,7 @@ routes = web.RouteTableDef()
 @routes.get("/healthz")
 async def healthz(_request: web.Request) -> web.Response:
     """The process is alive and serving."""
-    return web.json_response({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 @routes.get("/readyz")
@@ -24,14 +25,14 @@ async def readyz(request: web.Request) -> web.Response:
         nodes = await request.app[PROVISIONER_KEY].nodes.readiness()
     except InfrastructureError as error:
         body = {"status": "unavailable", "database": error.message, "nodes": {}}
-        return web.json_response(body, status=503)
+        return json_response(body, status=503)
     ready = any(problem is None for problem in nodes.values())
     body = {
         "status": "ok" if ready else "unavailable",
         "database": "ok",
         "nodes": {name: problem or "ok" for name, problem in nodes.items()},
     }
-    return web.json_response(body, status=200 if ready else 503)
+    return json_response(body, status=200 if ready else 503)
 
 
 @routes.get("/metrics")

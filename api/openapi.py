@@ -12,6 +12,7 @@ from aiohttp import web
 from acl.rbac import ROLE_PERMISSIONS, Permission
 from api.admin import APPROVE_FIELDS, CAPACITY_FIELDS, NODE_FIELDS
 from api.body import MAX_BODY, Field
+from api.render import json_response
 from api.workspaces import CREATE_FIELDS, PROVISIONER_KEY
 from provisioner import audit, service
 from provisioner.catalog import Catalog
@@ -734,4 +735,4 @@ def spec(catalog: Catalog | None = None) -> Schema:
 @routes.get(SPEC_PATH)
 async def openapi_document(request: web.Request) -> web.Response:
     """This API's OpenAPI document, with the plans and images this deployment offers."""
-    return web.json_response(spec(request.app[PROVISIONER_KEY].catalog))
+    return json_response(spec(request.app[PROVISIONER_KEY].catalog))

@@ -1,18 +1,34 @@
-"""JSON shapes of the API's answers (CONTRACT §3); secrets never appear in them."""
+"""JSON shapes of the API's answers (CONTRACT §3) and their encoder; secrets never appear in them.
+
+Shapes keep timestamps as datetimes: the encoder writes them as RFC 3339 in UTC ("…Z"), about
+ten times faster than formatting each one in Python, which a page of 50 workspaces felt.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
+
+import orjson
+from aiohttp import web
 
 from provisioner.keys import pinned_fingerprint
 from provisioner.models import ApiToken, AuditEvent, Capacity, Node, Operation, Step, Workspace
 
 
 def iso(moment: datetime | None) -> str | None:
-    """An RFC 3339 timestamp in UTC, or None."""
+    """An RFC 3339 timestamp in UTC, or None (for text; JSON shapes keep the datetime)."""
     return None if moment is None else moment.isoformat().replace("+00:00", "Z")
+
+
+def json_response(
+    data: Any, *, status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    """An answer with `data` as JSON, timestamps in UTC with a Z."""
+    body = orjson.dumps(data, option=orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC)
+    return web.Response(body=body, status=status, headers=headers, content_type="application/json")
 
 
 def workspace(ws: Workspace) -> dict[str, Any]:
@@ -32,9 +48,9 @@ def workspace(ws: Workspace) -> dict[str, Any]:
             "tags": list(ws.tailscale.tags),
         },
         "error": ws.error,
-        "created_at": iso(ws.created_at),
-        "updated_at": iso(ws.updated_at),
-        "expires_at": iso(ws.expires_at),
+        "created_at": ws.created_at,
+        "updated_at": ws.updated_at,
+        "expires_at": ws.expires_at,
         "address": ws.address,
     }
 
@@ -45,8 +61,8 @@ def step(s: Step) -> dict[str, Any]:
         "name": s.name,
         "state": s.state.value,
         "detail": s.detail,
-        "started_at": iso(s.started_at),
-        "finished_at": iso(s.finished_at),
+        "started_at": s.started_at,
+        "finished_at": s.finished_at,
     }
 
 
@@ -62,8 +78,8 @@ def operation(op: Operation) -> dict[str, Any]:
         "error": op.error,
         "attempts": op.attempts,
         "cancel_requested": op.cancel_requested,
-        "created_at": iso(op.created_at),
-        "updated_at": iso(op.updated_at),
+        "created_at": op.created_at,
+        "updated_at": op.updated_at,
     }
 
 
@@ -73,10 +89,10 @@ def token(t: ApiToken) -> dict[str, Any]:
         "id": t.id,
         "role": t.role.value,
         "owner": t.owner,
-        "created_at": iso(t.created_at),
-        "expires_at": iso(t.expires_at),
-        "last_used_at": iso(t.last_used_at),
-        "revoked_at": iso(t.revoked_at),
+        "created_at": t.created_at,
+        "expires_at": t.expires_at,
+        "last_used_at": t.last_used_at,
+        "revoked_at": t.revoked_at,
     }
 
 
@@ -84,7 +100,7 @@ def audit_event(e: AuditEvent) -> dict[str, Any]:
     """One audit event."""
     return {
         "id": e.id,
-        "at": iso(e.at),
+        "at": e.at,
         "actor": e.actor,
         "source": e.source,
         "action": e.action,

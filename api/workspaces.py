@@ -59,7 +59,7 @@ async def create_workspace(request: web.Request) -> web.Response:
         playbooks=tuple(body.get("playbooks") or ()),
     )
     ws, op = await _core(request).create_workspace(actor, create, idempotency)
-    return web.json_response(
+    return render.json_response(
         {"workspace": render.workspace(ws), "operation": render.operation(op)}, status=202
     )
 
@@ -84,7 +84,7 @@ async def list_workspaces(request: web.Request) -> web.Response:
         cursor=query.get("cursor"),
         limit=limit_of(request, default=50),
     )
-    return web.json_response(
+    return render.json_response(
         {"workspaces": [render.workspace(w) for w in page.items], "next_cursor": page.next_cursor}
     )
 
@@ -94,7 +94,7 @@ async def get_workspace(request: web.Request) -> web.Response:
     """One workspace."""
     actor = await authorize(request, Permission.READ_WORKSPACES)
     ws = await _core(request).get_workspace(actor, request.match_info["id"])
-    return web.json_response(render.workspace(ws))
+    return render.json_response(render.workspace(ws))
 
 
 @routes.delete("/v1/workspaces/{id}")
@@ -102,7 +102,7 @@ async def delete_workspace(request: web.Request) -> web.Response:
     """Start deleting a workspace."""
     actor = await authorize(request, Permission.WRITE_WORKSPACES)
     op = await _core(request).delete_workspace(actor, request.match_info["id"])
-    return web.json_response(render.operation(op), status=202)
+    return render.json_response(render.operation(op), status=202)
 
 
 @routes.post(r"/v1/workspaces/{id}/{action:start|stop|reboot|rebuild}")
@@ -111,7 +111,7 @@ async def power_workspace(request: web.Request) -> web.Response:
     actor = await authorize(request, Permission.WRITE_WORKSPACES)
     kind = OperationKind(request.match_info["action"])
     op = await _core(request).power(actor, request.match_info["id"], kind)
-    return web.json_response(render.operation(op), status=202)
+    return render.json_response(render.operation(op), status=202)
 
 
 @routes.post("/v1/workspaces/{id}/extend")
@@ -120,7 +120,7 @@ async def extend_workspace(request: web.Request) -> web.Response:
     actor = await authorize(request, Permission.WRITE_WORKSPACES)
     body = await read_json(request, {"hours": Field(int, required=True)})
     ws = await _core(request).extend_workspace(actor, request.match_info["id"], body["hours"])
-    return web.json_response(render.workspace(ws))
+    return render.json_response(render.workspace(ws))
 
 
 @routes.get("/v1/operations/{id}")
@@ -128,7 +128,7 @@ async def get_operation(request: web.Request) -> web.Response:
     """One operation with its steps."""
     actor = await authorize(request, Permission.READ_WORKSPACES)
     op = await _core(request).get_operation(actor, request.match_info["id"])
-    return web.json_response(render.operation(op))
+    return render.json_response(render.operation(op))
 
 
 @routes.get("/v1/operations/{id}/log")
@@ -162,4 +162,4 @@ async def cancel_operation(request: web.Request) -> web.Response:
     """Cancel an operation."""
     actor = await authorize(request, Permission.WRITE_WORKSPACES)
     op = await _core(request).cancel_operation(actor, request.match_info["id"])
-    return web.json_response(render.operation(op), status=202)
+    return render.json_response(render.operation(op), status=202)

@@ -6,9 +6,11 @@ from typing import Any
 
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
-from provisioner.adapters.store.engine import SqlStore
+from provisioner.adapters.store.engine import MIGRATIONS, SqlStore
 from provisioner.adapters.store.tables import metadata
 
 
@@ -34,4 +36,13 @@ async def test_opening_twice_is_harmless(database_url: str) -> None:
                 await tx.conn.execute(sa.text("SELECT version_num FROM alembic_version"))
             ).scalar()
         await store.close()
-    assert version == "0004"
+    assert version == _newest_revision()
+
+
+def _newest_revision() -> str:
+    """The head of the migration scripts."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert head is not None
+    return head

@@ -9,17 +9,24 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from provisioner.adapters.store import sqlite_driver
 from provisioner.adapters.store.transaction import SqlTransaction
 from provisioner.errors import ConfigError, InfrastructureError, InvalidInput
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 READONLY = "provisioner_readonly"
+# JSON columns through orjson: several times faster than json, and listings decode a value per row.
+JSON_CODEC: dict[str, Any] = {
+    "json_serializer": lambda value: orjson.dumps(value).decode(),
+    "json_deserializer": orjson.loads,
+}
 # Any constant works; it only has to be the same in every process sharing the database.
 MIGRATION_LOCK_ID = 0x70726F76
 
@@ -97,7 +104,11 @@ def _create_engine(url: str) -> AsyncEngine:
     if parsed.drivername == "postgresql+asyncpg":
         # No pre-ping: it costs a round trip per transaction; a dropped connection fails one
         # transaction (InfrastructureError, 503) and the pool replaces it.
-        return create_async_engine(url, pool_size=10, max_overflow=20, pool_recycle=1800)
+        # At most 30 connections as before, but 20 kept: with 10, 16 concurrent requests
+        # opened and closed a server connection every few hundred requests.
+        return create_async_engine(
+            url, pool_size=20, max_overflow=10, pool_recycle=1800, **JSON_CODEC
+        )
     raise ConfigError(
         "PROVISIONER_DATABASE_URL must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
     )
@@ -105,16 +116,12 @@ def _create_engine(url: str) -> AsyncEngine:
 
 def _sqlite_engine(url: str) -> AsyncEngine:
     """SQLite with WAL, a busy timeout and BEGIN IMMEDIATE (its dialect drops FOR UPDATE)."""
-    engine = create_async_engine(url, connect_args={"timeout": 30})
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Let SQLAlchemy, not pysqlite, decide when transactions begin.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
+    path = sa.make_url(url).database or ":memory:"
+    # Connections beyond pool_size are closed when returned: under 16 concurrent requests a
+    # smaller pool opened and closed a connection (and its thread) every few requests.
+    engine = create_async_engine(
+        url, async_creator=lambda: sqlite_driver.connect(path), pool_size=20, **JSON_CODEC
+    )
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,12 +24,23 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
             raise ValueError("naive datetime given to the store")
         return value.astimezone(UTC).replace(tzinfo=None)
 
-    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
-        """Mark the stored value as UTC."""
-        if value is None:
-            return None
-        assert isinstance(value, datetime)
-        return value.replace(tzinfo=UTC)
+    def result_processor(self, dialect: Dialect, coltype: object) -> Callable[[Any], Any]:
+        """One step from the stored value to an aware UTC datetime.
+
+        SQLAlchemy's default chain (the dialect's parser, then a second function, then
+        replace(tzinfo=...)) cost 2 µs per value, a sixth of mapping a listed workspace.
+        """
+        return _utc_from_text if dialect.name == "sqlite" else _utc_from_naive
+
+
+def _utc_from_text(value: str | None) -> datetime | None:
+    """SQLite's stored text ("2026-01-02 03:04:05.000006") as aware UTC."""
+    return None if value is None else datetime.fromisoformat(value + "+00:00")
+
+
+def _utc_from_naive(value: datetime | None) -> datetime | None:
+    """A driver's naive datetime (stored as UTC) as aware UTC."""
+    return None if value is None else value.replace(tzinfo=UTC)
 
 
 metadata = sa.MetaData()
@@ -40,11 +52,11 @@ workspaces = sa.Table(
     metadata,
     sa.Column("id", sa.String(40), primary_key=True),
     sa.Column("name", sa.String(63), nullable=False),
-    sa.Column("owner", sa.String(255), nullable=False, index=True),
+    sa.Column("owner", sa.String(255), nullable=False),
     sa.Column("plan", sa.String(63), nullable=False),
     sa.Column("image", sa.String(63), nullable=False),
     sa.Column("node", sa.String(63), nullable=False),
-    sa.Column("state", sa.String(32), nullable=False, index=True),
+    sa.Column("state", sa.String(32), nullable=False),
     sa.Column("domain_name", sa.String(120), nullable=False),
     sa.Column("vcpus", sa.Integer, nullable=False),
     sa.Column("memory_mib", sa.Integer, nullable=False),
@@ -59,6 +71,9 @@ workspaces = sa.Table(
     sa.Column("reminded_at", UTCDateTime),
     sa.Column("address", sa.String(64)),
     sa.Column("guest_host_key", sa.Text),
+    # Listings filter by owner or state and page in id order: the index hands rows over sorted.
+    sa.Index("ix_workspaces_owner_id", "owner", "id"),
+    sa.Index("ix_workspaces_state_id", "state", "id"),
     sa.Index(
         "uq_workspaces_live_name",
         "name",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -19,27 +20,54 @@ from provisioner.models import (
     WorkspaceState,
 )
 
+# What a Workspace is made of, in the order to_workspace unpacks it (a row unpacked as a tuple
+# costs a fraction of seventeen lookups by name, and listings map thousands of rows).
+WORKSPACE_COLUMNS = (
+    workspaces.c.id,
+    workspaces.c.name,
+    workspaces.c.owner,
+    workspaces.c.plan,
+    workspaces.c.image,
+    workspaces.c.node,
+    workspaces.c.state,
+    workspaces.c.domain_name,
+    workspaces.c.created_at,
+    workspaces.c.updated_at,
+    workspaces.c.expires_at,
+    workspaces.c.tailscale_hostname,
+    workspaces.c.tailscale_ip,
+    workspaces.c.tailscale_tags,
+    workspaces.c.error,
+    workspaces.c.address,
+    workspaces.c.guest_host_key,
+)
 
-def to_workspace(row: sa.Row[Any]) -> Workspace:
-    """Map a row to the domain record."""
+
+def select_workspaces() -> sa.Select[Any]:
+    """A SELECT of the columns to_workspace maps."""
+    return sa.select(*WORKSPACE_COLUMNS)
+
+
+def to_workspace(row: Sequence[Any]) -> Workspace:
+    """Map a row of select_workspaces() to the domain record."""
+    (id_, name, owner, plan, image, node, state, domain_name, created_at, updated_at, expires_at,
+     ts_hostname, ts_ip, ts_tags, error, address, guest_host_key) = row  # fmt: skip
     return Workspace(
-        id=row.id,
-        name=row.name,
-        owner=row.owner,
-        plan=row.plan,
-        image=row.image,
-        node=row.node,
-        state=WorkspaceState(row.state),
-        domain_name=row.domain_name,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        expires_at=row.expires_at,
-        tailscale=TailscaleInfo(
-            row.tailscale_hostname, row.tailscale_ip, tuple(row.tailscale_tags or ())
-        ),
-        error=row.error,
-        address=row.address,
-        guest_host_key=row.guest_host_key,
+        id=id_,
+        name=name,
+        owner=owner,
+        plan=plan,
+        image=image,
+        node=node,
+        state=WorkspaceState(state),
+        domain_name=domain_name,
+        created_at=created_at,
+        updated_at=updated_at,
+        expires_at=expires_at,
+        tailscale=TailscaleInfo(ts_hostname, ts_ip, tuple(ts_tags or ())),
+        error=error,
+        address=address,
+        guest_host_key=guest_host_key,
     )
 
 
@@ -82,7 +110,7 @@ class WorkspaceQueries(QueriesBase):
     async def get_workspace(self, workspace_id: str) -> Workspace | None:
         """The workspace with this id, or None."""
         row = (
-            await self.conn.execute(workspaces.select().where(workspaces.c.id == workspace_id))
+            await self.conn.execute(select_workspaces().where(workspaces.c.id == workspace_id))
         ).first()
         return None if row is None else to_workspace(row)
 
@@ -96,7 +124,7 @@ class WorkspaceQueries(QueriesBase):
         name: str | None = None,
     ) -> list[Workspace]:
         """Workspaces in id order (ids sort by creation time), after the id `after`."""
-        query = workspaces.select().order_by(workspaces.c.id).limit(limit)
+        query = select_workspaces().order_by(workspaces.c.id).limit(limit)
         if owner is not None:
             query = query.where(workspaces.c.owner == owner)
         if state is not None:
@@ -110,7 +138,7 @@ class WorkspaceQueries(QueriesBase):
     async def workspaces_on_node(self, node: str) -> list[Workspace]:
         """Workspaces on `node` that may still own something there (not deleted or denied)."""
         gone = [WorkspaceState.DELETED.value, WorkspaceState.DENIED.value]
-        query = workspaces.select().where(
+        query = select_workspaces().where(
             workspaces.c.node == node, workspaces.c.state.not_in(gone)
         )
         return [to_workspace(row) for row in await self.conn.execute(query)]
@@ -169,7 +197,7 @@ class WorkspaceQueries(QueriesBase):
     async def expired_workspaces(self, now: datetime, limit: int) -> list[Workspace]:
         """Running or stopped workspaces past their expiry."""
         query = (
-            workspaces.select()
+            select_workspaces()
             .where(workspaces.c.expires_at < now)
             .where(
                 workspaces.c.state.in_([WorkspaceState.RUNNING.value, WorkspaceState.STOPPED.value])
