@@ -44,6 +44,10 @@ from provisioner.tokens import Tokens
 from settings import Settings
 
 log = logging.getLogger("provisioner")
+# Client, request line, status, bytes, seconds taken. The log line already carries the time and
+# the request id; aiohttp's default format adds a second timestamp, formatted per request.
+ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf'
+
 DRAIN_SECONDS = 20.0
 UPKEEP_SECONDS = 60
 UPKEEP_AT_START = 15.0
@@ -214,7 +218,7 @@ async def serve(settings: Settings) -> None:
         await ensure_admin(system)
         _freeze_garbage()
         scheduler = _scheduler(system)
-        web_runner = web.AppRunner(system.api())
+        web_runner = web.AppRunner(system.api(), access_log_format=ACCESS_LOG_FORMAT)
         await web_runner.setup()
         # Reconcile before taking work (bounded: a hung node must not hold up the start).
         with contextlib.suppress(TimeoutError):
@@ -253,7 +257,7 @@ async def serve_http(settings: Settings) -> None:
     """An extra HTTP process: answers on the shared port; the parent's workers do the work."""
     async with built(settings) as system:
         _freeze_garbage()
-        web_runner = web.AppRunner(system.api())
+        web_runner = web.AppRunner(system.api(), access_log_format=ACCESS_LOG_FORMAT)
         await web_runner.setup()
         site = web.TCPSite(web_runner, settings.host, settings.port, reuse_port=True)
         await site.start()

@@ -491,6 +491,10 @@ async def measure(server: Serve, opts: Options) -> dict[str, Any]:
         "idle_after_start": idle,
         "after_load_rss_mb": _mb(_proc_kib(pid, "VmRSS")),
         "peak_rss_mb": _mb(_proc_kib(pid, "VmHWM")),
+        "processes": len(server.pids()),
+        "all_processes_after_load_rss_mb": _mb(
+            sum(_proc_kib(each, "VmRSS") or 0 for each in server.pids())
+        ),
     }
     return {
         "environment": _environment(server, opts, seeded_in),
@@ -562,7 +566,13 @@ def table(results: dict[str, Any]) -> str:
         f"load: {env['client']} ({env['client_threads']} thread), {env['connections']} "
         f"connections, {env['duration_s']:g} s per scenario after {env['warmup_s']:g} s warm-up",
         f"serve RSS: idle {idle['rss_mb']:.1f} MB (settled after {idle['settled_after_s']:g} s); "
-        f"after the load {memory['after_load_rss_mb']} MB, peak {memory['peak_rss_mb']} MB",
+        f"after the load {memory['after_load_rss_mb']} MB, peak {memory['peak_rss_mb']} MB"
+        + (
+            f"; all {memory['processes']} processes after the load "
+            f"{memory['all_processes_after_load_rss_mb']} MB"
+            if memory["processes"] > 1
+            else ""
+        ),
         "",
         f"  {'scenario':31}{'req/s':>6}{'p50':>7}{'p90':>7}{'p99':>7}{'max':>7}{'errors':>7}"
         f"{'serve':>7}{'loop':>7}{'PG':>7}{'loop':>6}{'new':>6}{'noise':>7}{'spin':>8}",
@@ -585,10 +595,12 @@ def table(results: dict[str, Any]) -> str:
         )
     client = max(load["client_cpu_s"] for load in results["scenarios"].values())
     lines += [
-        "  ms/req: CPU time per request of all of serve, of its event-loop thread alone (one",
-        "    thread: serve cannot pass 1000 / that req/s) and of PostgreSQL's backends; loop busy:",
-        "    that thread's share of the wall time; new conns: database connections opened during",
-        "    the run (pool churn); noise: cores busy with other processes (> 0.2: suspect run);",
+        "  ms/req: CPU time per request of all of serve (its HTTP processes too), of its first",
+        "    process's event-loop thread alone (one thread: one process cannot pass 1000 / that",
+        "    req/s; with N processes it serves ~1/N of them) and of PostgreSQL's backends;",
+        "    loop busy: that thread's share of the wall time; new conns: database connections",
+        "    opened during the run (pool churn); noise: cores busy with other processes (> 0.2:",
+        "    suspect run);",
         "    spin: ms of a fixed Python loop before/after, the host's speed (other tenants of a",
         "    VM host can double it unseen; compare runs only at similar spin);",
         f"    the load generator used at most {client:.2f} s of CPU per scenario",

@@ -44,13 +44,27 @@ class Serve:
     log_path: Path
 
     def cpu_seconds(self) -> float | None:
-        """User + system CPU time the server has used so far (Linux only)."""
+        """User + system CPU time serve has used so far, its HTTP processes included (Linux)."""
+        total = 0.0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                if pid == self.process.pid:
+                    return None
+                continue  # a child that just exited
+            # Fields 14 and 15 of stat(5), counted after the ")" that ends the command name.
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
+
+    def pids(self) -> list[int]:
+        """serve's process id, then those of the HTTP processes it started."""
+        pid = self.process.pid
         try:
-            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
         except OSError:
-            return None
-        # Fields 14 and 15 of stat(5), counted after the ")" that ends the command name.
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            children = []
+        return [pid, *map(int, children)]
 
     def log_tail(self, lines: int = 40) -> str:
         """The end of the server's output, for error reports."""
