@@ -130,3 +130,56 @@ async def _slow_read(store: SqlStore) -> None:
     """A read transaction whose statement takes a while."""
     async with store.read() as tx:
         await tx.conn.execute(SLOW_COUNT)
+
+
+async def test_a_loop_closed_under_a_running_read_leaves_the_readers_thread_alive(
+    tmp_path: Path,
+) -> None:
+    # Every loop of the process shares the readers' thread; one that closes while its
+    # statement still runs there must not take the thread down with it.
+    url = f"sqlite+aiosqlite:///{tmp_path / 'p.db'}"
+
+    async def abandon_a_read() -> None:
+        store = await SqlStore.open(url)
+        reading = asyncio.create_task(_slow_read(store))
+        await asyncio.sleep(0.05)
+        reading.cancel()
+
+    await asyncio.to_thread(asyncio.run, abandon_a_read())
+    await asyncio.sleep(1.0)  # the abandoned statement ends after its loop has closed
+    store = await SqlStore.open(url)
+    try:
+        async with asyncio.timeout(10), store.read() as tx:
+            assert (await tx.conn.execute(sa.text("SELECT 1"))).scalar_one() == 1
+    finally:
+        await store.close()
+
+
+async def test_a_write_waiting_inside_a_read_transaction_holds_up_no_reader(
+    store: SqlStore, tmp_path: Path
+) -> None:
+    holder = await SqlStore.open(f"sqlite+aiosqlite:///{tmp_path / 'p.db'}")
+    release = asyncio.Event()
+
+    async def hold_the_write_lock() -> None:
+        async with holder.transaction() as tx:
+            await tx.conn.execute(sa.text("INSERT INTO scratch (n) VALUES (1)"))
+            await release.wait()
+
+    async def write_in_a_read() -> None:
+        async with store.read() as tx:
+            await tx.conn.execute(sa.text("INSERT INTO scratch (n) VALUES (2)"))
+
+    holding = asyncio.create_task(hold_the_write_lock())
+    await asyncio.sleep(0.2)
+    waiting = asyncio.create_task(write_in_a_read())  # waits for the lock (busy timeout)
+    await asyncio.sleep(0.2)
+    try:
+        async with asyncio.timeout(2):
+            assert await _count(store) == 0
+    finally:
+        release.set()
+        await holding
+        await asyncio.wait_for(waiting, 10)
+        await holder.close()
+    assert await _count(store) == 2

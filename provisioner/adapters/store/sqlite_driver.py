@@ -12,6 +12,7 @@ SQLAlchemy's dialect adapts this object exactly as it adapts an aiosqlite connec
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import sqlite3
@@ -86,14 +87,17 @@ class _Worker:
         """The thread: run each call and hand its outcome back to the caller's loop."""
         while (job := self._jobs.get()) is not None:
             fn, loop, future = job
+            result, error = None, None
             try:
                 result = fn()
-            except BaseException as error:  # every outcome goes back to the awaiting caller
-                if loop is not None and future is not None:
-                    loop.call_soon_threadsafe(_settle, future, None, error)
+            except BaseException as raised:  # every outcome goes back to the awaiting caller
+                error = raised
+            if loop is None or future is None:
                 continue
-            if loop is not None and future is not None:
-                loop.call_soon_threadsafe(_settle, future, result, None)
+            # A caller that gave up may have closed its loop since; the thread must live on
+            # (the readers' thread serves every loop of the process).
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, future, result, error)
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
@@ -104,6 +108,11 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
         future.set_exception(error)
     else:
         future.set_result(result)
+
+
+def _is_query(operation: str) -> bool:
+    """Whether a statement only reads (a plain SELECT)."""
+    return operation.lstrip()[:6].upper() == "SELECT"
 
 
 class OneHopConnection:
@@ -155,7 +164,9 @@ class OneHopConnection:
             finally:
                 cursor.close()
 
-        return await self._cross(execute, reading=self._reading)
+        # Only queries go to the readers' thread: a write in a read transaction may wait
+        # for the write lock, and must not hold up every reader of the process meanwhile.
+        return await self._cross(execute, reading=self._reading and _is_query(operation))
 
     async def execute(self, operation: str) -> None:
         """Run one statement outside SQLAlchemy (PRAGMAs that refuse to run in a transaction)."""
