@@ -148,8 +148,10 @@ class OneHopConnection:
             self._begin_pending = True
             return [], None, -1, None
         begin, self._begin_pending = self._begin_pending, False
-        if begin:
-            self._reading = True
+        # Only queries go to the readers' thread: a write in a read transaction may wait for
+        # the write lock, and must not hold up every reader of the process meanwhile; from
+        # then on the transaction stays on the connection's own thread, its commit included.
+        self._reading = (begin or self._reading) and _is_query(operation)
 
         def execute(raw: sqlite3.Connection) -> tuple[list[Any], Any, int, int | None]:
             if begin:
@@ -164,9 +166,7 @@ class OneHopConnection:
             finally:
                 cursor.close()
 
-        # Only queries go to the readers' thread: a write in a read transaction may wait
-        # for the write lock, and must not hold up every reader of the process meanwhile.
-        return await self._cross(execute, reading=self._reading and _is_query(operation))
+        return await self._cross(execute, reading=self._reading)
 
     async def execute(self, operation: str) -> None:
         """Run one statement outside SQLAlchemy (PRAGMAs that refuse to run in a transaction)."""
