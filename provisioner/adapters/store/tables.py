@@ -30,7 +30,7 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         """One step from the stored value to an aware UTC datetime.
 
         SQLAlchemy's default chain (the dialect's parser, then a second function, then
-        replace(tzinfo=...)) cost 2 µs per value, a sixth of mapping a listed workspace.
+        replace(tzinfo=...)) cost 0.8-1.3 µs per value, 153 values on a page of workspaces.
         """
         return _utc_from_text if dialect.name == "sqlite" else _utc_from_naive
 
