@@ -244,10 +244,11 @@ class OperationRunner:
 
     async def _check_cancel(self, claim: Claim, recipe: Recipe) -> None:
         """Raise Cancelled if a cancel was requested and this kind allows it now."""
+        if not recipe.cancellable_while_running:
+            return
         async with self._store.read() as tx:
-            op = await tx.get_operation(claim.operation.id)
-        if op is not None and op.cancel_requested and recipe.cancellable_while_running:
-            raise Cancelled
+            if await tx.cancel_requested(claim.operation.id):
+                raise Cancelled
 
     async def _run_step(self, claim: Claim, step: StepDef, ctx: StepContext) -> None:
         """Record, run (retrying transient failures) and record the outcome of one step."""

@@ -289,6 +289,10 @@ class Transaction(Protocol):
         """The operation with its steps."""
         ...
 
+    async def cancel_requested(self, operation_id: str) -> bool:
+        """Whether a cancel was asked for (False for an unknown operation)."""
+        ...
+
     async def active_operation(self, workspace_id: str) -> Operation | None:
         """The workspace's operation that has not ended, if any."""
         ...

@@ -200,7 +200,11 @@ class OperationQueries(QueriesBase):
         return result.rowcount == 1
 
     async def record_step(self, claim: Claim, step: Step) -> bool:
-        """Insert or update the named step, only while the claim still holds."""
+        """Insert or update the named step, only while the claim still holds.
+
+        Two statements when the step exists (the fence, the update), three when it is new:
+        every step of every operation comes through here twice.
+        """
         still_ours = await self.conn.execute(
             operations.update().where(_fenced(claim)).values(updated_at=step.started_at)
         )
@@ -213,33 +217,28 @@ class OperationQueries(QueriesBase):
             "started_at": step.started_at,
             "finished_at": step.finished_at,
         }
-        seq = (
-            await self.conn.execute(
-                sa.select(operation_steps.c.seq).where(
-                    operation_steps.c.operation_id == op_id, operation_steps.c.name == step.name
-                )
-            )
-        ).scalar()
-        if seq is not None:
-            await self.conn.execute(
-                operation_steps.update()
-                .where(operation_steps.c.operation_id == op_id, operation_steps.c.seq == seq)
-                .values(**values)
-            )
-            return True
-        next_seq = (
-            await self.conn.execute(
-                sa.select(sa.func.coalesce(sa.func.max(operation_steps.c.seq), 0) + 1).where(
-                    operation_steps.c.operation_id == op_id
-                )
-            )
-        ).scalar_one()
-        await self.conn.execute(
-            operation_steps.insert().values(
-                operation_id=op_id, seq=next_seq, name=step.name, **values
-            )
+        updated = await self.conn.execute(
+            operation_steps.update()
+            .where(operation_steps.c.operation_id == op_id, operation_steps.c.name == step.name)
+            .values(**values)
         )
+        if updated.rowcount == 0:
+            next_seq = (
+                sa.select(sa.func.coalesce(sa.func.max(operation_steps.c.seq), 0) + 1)
+                .where(operation_steps.c.operation_id == op_id)
+                .scalar_subquery()
+            )
+            await self.conn.execute(
+                operation_steps.insert().values(
+                    operation_id=op_id, seq=next_seq, name=step.name, **values
+                )
+            )
         return True
+
+    async def cancel_requested(self, operation_id: str) -> bool:
+        """Whether a cancel was asked for (False for an unknown operation)."""
+        query = sa.select(operations.c.cancel_requested).where(operations.c.id == operation_id)
+        return bool((await self.conn.execute(query)).scalar())
 
     async def request_cancel(self, operation_id: str, now: datetime) -> bool:
         """Flag a live operation for cancellation; False if it already ended."""
