@@ -183,3 +183,15 @@ async def test_a_write_waiting_inside_a_read_transaction_holds_up_no_reader(
         await asyncio.wait_for(waiting, 10)
         await holder.close()
     assert await _count(store) == 2
+
+
+async def test_a_write_transaction_inside_another_fails_at_once(store: SqlStore) -> None:
+    # This process's writers queue for SQLite's one write lock; a nested writer would wait
+    # for itself forever, so it is refused instead.
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="inside another"):
+        async with store.transaction(), store.transaction():
+            pass
+    assert time.monotonic() - started < 1
+    await _insert(store, 1)  # the queue is free again
+    assert await _count(store) == 1

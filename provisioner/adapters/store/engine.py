@@ -42,6 +42,7 @@ class SqlStore:
         # time. This process's writers queue here instead and get it the moment it is free;
         # other processes still meet the busy handler.
         self._writers = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        self._writing: asyncio.Task[Any] | None = None  # the task holding self._writers
 
     @classmethod
     async def open(cls, url: str) -> SqlStore:
@@ -71,9 +72,9 @@ class SqlStore:
     @asynccontextmanager
     async def _transaction(self, *, readonly: bool) -> AsyncIterator[SqlTransaction]:
         """A transaction on a pooled connection, with foreign errors translated."""
-        queue = self._writers if not readonly else None
+        queue = self._queue_for_writer() if not readonly else contextlib.nullcontext()
         try:
-            async with queue or contextlib.nullcontext(), self._engine.connect() as conn:
+            async with queue, self._engine.connect() as conn:
                 await conn.execution_options(**{READONLY: readonly})
                 async with conn.begin():
                     yield SqlTransaction(conn)
@@ -89,6 +90,22 @@ class SqlStore:
             ) from error
         except exc.InterfaceError as error:
             raise InfrastructureError("the database connection failed") from error
+
+    @asynccontextmanager
+    async def _queue_for_writer(self) -> AsyncIterator[None]:
+        """Wait for this process's other SQLite writers to finish (PostgreSQL: no wait)."""
+        if self._writers is None:
+            yield
+            return
+        if self._writing is not None and self._writing is asyncio.current_task():
+            # SQLite would have failed it after its busy timeout; the queue would wait forever.
+            raise RuntimeError("a write transaction opened inside another one")
+        async with self._writers:
+            self._writing = asyncio.current_task()
+            try:
+                yield
+            finally:
+                self._writing = None
 
     async def ping(self) -> None:
         """Raise InfrastructureError unless a trivial query succeeds."""
