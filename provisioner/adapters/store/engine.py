@@ -33,7 +33,7 @@ MIGRATION_LOCK_ID = 0x70726F76
 
 
 class SqlStore:
-    """Store port on SQLAlchemy async: SQLite (aiosqlite) or PostgreSQL (asyncpg)."""
+    """Store port on SQLAlchemy async: SQLite (through sqlite_driver) or PostgreSQL (asyncpg)."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
