@@ -35,7 +35,7 @@ import sqlalchemy as sa
 
 import settings
 from bench.bare_guest import BenchError, lease_address, spread, virsh
-from bench.serve import stop_process
+from bench.serve import serve_environment, stop_process
 from provisioner.adapters.store.tables import ssh_keys
 from provisioner.keys import parse_public_key
 from provisioner.requests import login_name
@@ -47,7 +47,6 @@ VOLUMES = {"base_volume": "debian-12.qcow2", "kernel": "debian-12.vmlinuz"}
 VOLUMES["initrd"] = "debian-12.initrd.img"
 POLL = 0.25
 NOTABLE = re.compile(r"WARNING|ERROR|Traceback|[Dd]ata[Ss]ource|ssh_keys|cc_ssh|ci-info: no")
-FOREIGN_ENV = ("PROVISIONER_", "SLACK_", "TAILSCALE_", "SSH_")
 PR_SET_PDEATHSIG = 1
 
 
@@ -87,22 +86,6 @@ def _console_script() -> str:
 def _die_with_parent() -> None:
     """In the child: SIGTERM if the benchmark dies (Linux), so that serve is never orphaned."""
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def serve_env(work: Path, config: Path, port: int, token: str) -> dict[str, str]:
-    """serve's environment: ours without foreign settings, plus the config and a scratch DB."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN_ENV)}
-    env.pop("API_TOKEN", None)
-    env.update(
-        PROVISIONER_CONFIG=str(config),
-        PROVISIONER_DATA_DIR=str(work / "data"),
-        PROVISIONER_DATABASE_URL=f"sqlite+aiosqlite:///{work / 'provisioner.db'}",
-        PROVISIONER_ADMIN_TOKEN=token,
-        PROVISIONER_RATE_LIMIT="0",
-        PROVISIONER_HOST="127.0.0.1",
-        PROVISIONER_PORT=str(port),
-    )
-    return env
 
 
 @contextlib.contextmanager
@@ -293,7 +276,7 @@ def ours(
         key = keypair(work / "owner_key", "bench-owner")
         config = write_config(work / "provisioner.toml", node, image)
         token = "prov_bench-" + secrets.token_urlsafe(24)
-        env = serve_env(work, config, free_port(), token)
+        env = serve_environment(work, free_port(), token, PROVISIONER_CONFIG=str(config))
         log_path = work / "serve.log"
         with running_serve(env, log_path) as process:
             base = f"http://127.0.0.1:{env['PROVISIONER_PORT']}"

@@ -96,17 +96,7 @@ def serve(
         nodes.write_text(json.dumps([BIG_NODE]))
         token = "prov_bench-" + secrets.token_urlsafe(24)
         port = _free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN_ENV)}
-        env.pop("API_TOKEN", None)
-        env.update(
-            PROVISIONER_DATA_DIR=str(tmp / "data"),
-            PROVISIONER_DATABASE_URL=url,
-            PROVISIONER_ADMIN_TOKEN=token,
-            PROVISIONER_RATE_LIMIT="0",  # the benchmark polls far faster than any client should
-            PROVISIONER_HOST="127.0.0.1",
-            PROVISIONER_PORT=str(port),
-            PROVISIONER_NODES=str(nodes),
-        )
+        env = serve_environment(tmp, port, token, url, PROVISIONER_NODES=str(nodes))
         if workers is not None:
             env["PROVISIONER_WORKERS"] = str(workers)
         if log_level is not None:
@@ -128,6 +118,24 @@ def serve(
             )
         stack.callback(stop_process, process)
         yield Serve(f"http://127.0.0.1:{port}", token, process, database, log_path)
+
+
+def serve_environment(
+    work: Path, port: int, token: str, database_url: str | None = None, **settings: str
+) -> dict[str, str]:
+    """serve's environment: ours minus foreign settings, scratch state in `work`, `settings`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN_ENV)}
+    env.pop("API_TOKEN", None)
+    env.update(
+        PROVISIONER_DATA_DIR=str(work / "data"),
+        PROVISIONER_DATABASE_URL=database_url or f"sqlite+aiosqlite:///{work / 'provisioner.db'}",
+        PROVISIONER_ADMIN_TOKEN=token,
+        PROVISIONER_RATE_LIMIT="0",  # the benchmarks poll far faster than any client should
+        PROVISIONER_HOST="127.0.0.1",
+        PROVISIONER_PORT=str(port),
+        **settings,
+    )
+    return env
 
 
 def _console_script() -> str:

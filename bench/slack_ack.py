@@ -47,11 +47,11 @@ import aiohttp
 from bench.client import BenchError, wait_ready
 from bench.report import interrupted, target_lines
 from bench.serve import (
-    FOREIGN_ENV,
     PR_SET_PDEATHSIG,
     Serve,
     _console_script,
     _free_port,
+    serve_environment,
     stop_process,
 )
 from bench.stats import Summary
@@ -264,15 +264,10 @@ def slack_serve(tmp: Path, api_url: str, nodes: Path, opts: Options) -> Iterator
     """`provisioner serve` with Slack on (HTTP mode, pointed at the fake) and our two nodes."""
     token = "prov_bench-" + secrets.token_urlsafe(24)
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN_ENV)}
-    env.pop("API_TOKEN", None)
-    env.update(
-        PROVISIONER_DATA_DIR=str(tmp / "data"),
-        PROVISIONER_DATABASE_URL=f"sqlite+aiosqlite:///{tmp / 'provisioner.db'}",
-        PROVISIONER_ADMIN_TOKEN=token,
-        PROVISIONER_RATE_LIMIT="0",
-        PROVISIONER_HOST="127.0.0.1",
-        PROVISIONER_PORT=str(port),
+    env = serve_environment(
+        tmp,
+        port,
+        token,
         PROVISIONER_NODES=str(nodes),
         PROVISIONER_OPS_CHANNEL="COPS",
         SLACK_BOT_TOKEN="xoxb-bench",

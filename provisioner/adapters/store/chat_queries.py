@@ -16,7 +16,7 @@ from provisioner.adapters.store.tables import (
     ssh_keys,
     workspaces,
 )
-from provisioner.adapters.store.workspace_queries import select_workspaces, to_workspace
+from provisioner.adapters.store.workspace_queries import SELECT_WORKSPACES, to_workspace
 from provisioner.models import ChatMessage, SshKey, Workspace, WorkspaceState
 
 REMINDABLE = [WorkspaceState.RUNNING.value, WorkspaceState.STOPPED.value]
@@ -129,8 +129,7 @@ class ChatQueries(QueriesBase):
     async def workspaces_to_remind(self, before: datetime, limit: int) -> list[Workspace]:
         """Live workspaces expiring before `before` whose owner was not reminded yet."""
         query = (
-            select_workspaces()
-            .where(workspaces.c.state.in_(REMINDABLE))
+            SELECT_WORKSPACES.where(workspaces.c.state.in_(REMINDABLE))
             .where(workspaces.c.expires_at < before, workspaces.c.reminded_at.is_(None))
             .order_by(workspaces.c.expires_at)
             .limit(limit)

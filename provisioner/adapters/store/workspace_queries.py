@@ -55,11 +55,6 @@ LISTING_FILTERS: tuple[tuple[str, Callable[[Any], sa.ColumnElement[bool]]], ...]
 )
 
 
-def select_workspaces() -> sa.Select[Any]:
-    """A SELECT of the columns to_workspace maps."""
-    return SELECT_WORKSPACES
-
-
 @functools.cache
 def _listing(filters: frozenset[str]) -> sa.Select[Any]:
     """The listing query for one set of filters, built once.
@@ -75,7 +70,7 @@ def _listing(filters: frozenset[str]) -> sa.Select[Any]:
 
 
 def to_workspace(row: Sequence[Any]) -> Workspace:
-    """Map a row of select_workspaces() to the domain record."""
+    """Map a row of SELECT_WORKSPACES to the domain record."""
     (id_, name, owner, plan, image, node, state, domain_name, created_at, updated_at, expires_at,
      ts_hostname, ts_ip, ts_tags, error, address, guest_host_key) = row  # fmt: skip
     return Workspace(
@@ -136,7 +131,7 @@ class WorkspaceQueries(QueriesBase):
     async def get_workspace(self, workspace_id: str) -> Workspace | None:
         """The workspace with this id, or None."""
         row = (
-            await self.conn.execute(select_workspaces().where(workspaces.c.id == workspace_id))
+            await self.conn.execute(SELECT_WORKSPACES.where(workspaces.c.id == workspace_id))
         ).first()
         return None if row is None else to_workspace(row)
 
@@ -164,9 +159,7 @@ class WorkspaceQueries(QueriesBase):
     async def workspaces_on_node(self, node: str) -> list[Workspace]:
         """Workspaces on `node` that may still own something there (not deleted or denied)."""
         gone = [WorkspaceState.DELETED.value, WorkspaceState.DENIED.value]
-        query = select_workspaces().where(
-            workspaces.c.node == node, workspaces.c.state.not_in(gone)
-        )
+        query = SELECT_WORKSPACES.where(workspaces.c.node == node, workspaces.c.state.not_in(gone))
         return [to_workspace(row) for row in await self.conn.execute(query)]
 
     async def update_workspace(
@@ -223,8 +216,7 @@ class WorkspaceQueries(QueriesBase):
     async def expired_workspaces(self, now: datetime, limit: int) -> list[Workspace]:
         """Running or stopped workspaces past their expiry."""
         query = (
-            select_workspaces()
-            .where(workspaces.c.expires_at < now)
+            SELECT_WORKSPACES.where(workspaces.c.expires_at < now)
             .where(
                 workspaces.c.state.in_([WorkspaceState.RUNNING.value, WorkspaceState.STOPPED.value])
             )
