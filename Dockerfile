@@ -7,7 +7,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends gcc pkg-config libvirt-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md main.py composition.py http_processes.py settings.py cli_client.py ./
+COPY pyproject.toml README.md ./
 COPY provisioner ./provisioner
 COPY api ./api
 COPY acl ./acl

@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
-import settings
+from provisioner import settings
 from bench.bare_guest import BenchError, lease_address, spread, virsh
 from bench.serve import serve_environment, stop_process
 from provisioner.adapters.store.tables import ssh_keys

@@ -12,10 +12,13 @@ ProvisionerError                 code: snake_case, message: a sentence for human
 ├── ConfigError                  a setting is missing or wrong; stops start-up
 ├── NodeUntrusted                a node's SSH host key is not the pinned one (409)
 ├── TimedOut                     a step waited longer than allowed (a guest never came up)
+├── TailnetRefused               the tailnet API refused our credentials or request (not retried)
+├── PlaybookFailed               a playbook ran and failed, or was refused before it ran
 └── InfrastructureError          a node, hypervisor or store failed (503)
     ├── NodeUnavailable          the node could not be reached
     ├── GuestUnreachable         a workspace's guest did not answer over SSH (yet)
     ├── HypervisorError          libvirt refused or failed an action
+    ├── TailnetUnavailable       the tailnet API failed, timed out or kept rate-limiting us
     └── LeaseLost                this worker no longer owns the operation it runs
 """
 
@@ -104,6 +107,18 @@ class TimedOut(ProvisionerError):
     code = "timed_out"
 
 
+class TailnetRefused(ProvisionerError):
+    """The tailnet API refused the credentials (401/403) or the request (400/404)."""
+
+    code = "tailnet_refused"
+
+
+class PlaybookFailed(ProvisionerError):
+    """A playbook ran and failed, timed out, or could not be started."""
+
+    code = "playbook_failed"
+
+
 class InfrastructureError(ProvisionerError):
     """Something outside the provisioner failed; the action may succeed later."""
 
@@ -132,3 +147,9 @@ class LeaseLost(InfrastructureError):
     """Another worker took over the operation; this one must stop touching it."""
 
     code = "lease_lost"
+
+
+class TailnetUnavailable(InfrastructureError):
+    """The tailnet API failed (5xx), timed out, or kept answering 429 past our retries."""
+
+    code = "tailnet_unavailable"

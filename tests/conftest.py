@@ -14,9 +14,9 @@ import pytest
 import sqlalchemy as sa
 from aiohttp.test_utils import TestClient, TestServer
 
-import main
-from main import System
-from settings import Settings
+from provisioner.app import cli as main
+from provisioner.app.cli import System
+from provisioner.settings import Settings
 
 POSTGRES_ENV = "PROVISIONER_TEST_POSTGRES_URL"
 ADMIN_SECRET = "prov_test-admin-" + "x" * 24

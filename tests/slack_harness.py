@@ -11,9 +11,9 @@ from typing import Any
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 
-import main
-from main import System
-from settings import Settings, SlackSettings
+from provisioner.app import cli as main
+from provisioner.app.cli import System
+from provisioner.settings import Settings, SlackSettings
 from tests.fakes import slack_payloads as sp
 from tests.fakes.slack_api import FakeSlack
 

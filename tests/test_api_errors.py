@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from main import System
+from provisioner.app.cli import System
 
 Client = TestClient[object, object]
 GOOD = {"plan": "small", "image": "debian-12"}

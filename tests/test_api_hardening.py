@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-import main
-from main import System
-from settings import Settings
+from provisioner.app import cli as main
+from provisioner.app.cli import System
+from provisioner.settings import Settings
 from tests.test_api_workspaces import wait_operation
 
 Client = TestClient[object, object]

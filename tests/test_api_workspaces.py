@@ -8,7 +8,7 @@ from typing import Any
 import libvirt
 from aiohttp.test_utils import TestClient
 
-from main import System
+from provisioner.app.cli import System
 
 Client = TestClient[object, object]
 

@@ -8,11 +8,11 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-import main
-from main import System
+from provisioner.app import cli as main
+from provisioner.app.cli import System
 from provisioner.models import Actor, Quota, Role
 from provisioner.requests import CreateRequest
-from settings import Settings
+from provisioner.settings import Settings
 from tests.test_api_workspaces import wait_operation
 
 Client = TestClient[object, object]

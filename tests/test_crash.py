@@ -20,11 +20,11 @@ import sqlalchemy as sa
 from serve_process import ServeGroup, create_workspace, wait_operation
 from sqlalchemy.ext.asyncio import create_async_engine
 
-import main
-from main import DRAIN_SECONDS
+from provisioner.app import cli as main
+from provisioner.app.cli import DRAIN_SECONDS
 from provisioner.adapters.store.tables import audit_events, operations
 from provisioner.models import SYSTEM_ACTOR, Role
-from settings import Settings
+from provisioner.settings import Settings
 
 ADMIN_SECRET = "prov_crash-admin-" + "z" * 24
 LEASE_SECONDS = 2

@@ -21,8 +21,8 @@ import libvirt
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-import composition
-from main import System
+from provisioner.app import composition
+from provisioner.app.cli import System
 from provisioner.adapters.domain_xml import metadata_xml
 from provisioner.adapters.libvirt import LibvirtHypervisor
 from provisioner.catalog import DEFAULT_IMAGES, DEFAULT_NODES
@@ -47,7 +47,7 @@ from provisioner.models import (
 from provisioner.ports import DomainSpec
 from provisioner.reconcile import Reconciler
 from provisioner.requests import CreateRequest
-from settings import Settings
+from provisioner.settings import Settings
 from tests.test_api_workspaces import driver_domain, wait_operation
 
 Client = TestClient[object, object]

@@ -22,7 +22,7 @@ from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi import checks
 
 from api.openapi import SPEC_PATH, spec
-from main import System
+from provisioner.app.cli import System
 from provisioner.catalog import DEFAULT_IMAGES, DEFAULT_PLANS, Catalog
 from tests.conftest import ADMIN_SECRET
 

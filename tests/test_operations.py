@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import libvirt
 import pytest
 
-import main
-from main import System
+from provisioner.app import cli as main
+from provisioner.app.cli import System
 from provisioner.models import (
     SYSTEM_ACTOR,
     Actor,
@@ -24,7 +24,7 @@ from provisioner.models import (
 )
 from provisioner.requests import CreateRequest
 from provisioner.steps import RECIPES, StepDef
-from settings import Settings
+from provisioner.settings import Settings
 
 ADMIN = Actor("tester", Role.ADMIN, "test")
 

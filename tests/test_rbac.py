@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from main import System
+from provisioner.app.cli import System
 from tests.test_api_workspaces import wait_operation
 
 Client = TestClient[object, object]

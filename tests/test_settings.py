@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-import settings
+from provisioner import settings
 from provisioner.errors import ConfigError
 
 

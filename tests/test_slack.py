@@ -10,7 +10,7 @@ import libvirt
 import pytest
 
 from provisioner.models import Actor, Role
-from settings import Settings
+from provisioner.settings import Settings
 from tests.fakes import slack_payloads as sp
 from tests.fakes.slack_api import Message
 from tests.slack_harness import DEV, OPS, OPS_CHANNEL, OTHER_OPS, SECRET, SlackWorld, slack_world

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from provisioner.models import Actor, Role, SshKey, Workspace
 from provisioner.requests import CreateRequest
-from settings import Settings
+from provisioner.settings import Settings
 from tests.fakes import slack_payloads as sp
 from tests.fakes.slack_api import Message
 from tests.slack_harness import DEV, OPS, OPS_CHANNEL, OTHER_OPS, SlackWorld, slack_world

@@ -11,7 +11,7 @@ import pytest
 
 from provisioner.models import SYSTEM_ACTOR, Node, NodeTrust
 from provisioner.ports import HostKeySighting
-from settings import Settings
+from provisioner.settings import Settings
 from tests.fakes import slack_payloads as sp
 from tests.fakes.slack_api import Message
 from tests.slack_harness import DEV, OPS, OPS_CHANNEL, OTHER_OPS, SlackWorld, slack_world

@@ -20,10 +20,10 @@ import pytest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-import main
+from provisioner.app import cli as main
 from provisioner.errors import ConfigError
 from provisioner.models import Actor, Role
-from settings import Settings, SlackSettings
+from provisioner.settings import Settings, SlackSettings
 from tests.fakes import slack_payloads as sp
 from tests.fakes.slack_api import FakeSlack, Message
 from tests.slack_harness import DEV, OPS, OPS_CHANNEL, SECRET, SlackWorld, slack_world

@@ -7,10 +7,10 @@ import asyncio
 import sqlalchemy as sa
 from aiohttp.test_utils import TestClient
 
-import main
-from main import System
+from provisioner.app import cli as main
+from provisioner.app.cli import System
 from provisioner.adapters.store.tables import api_tokens
-from settings import Settings
+from provisioner.settings import Settings
 
 Client = TestClient[object, object]
 BODY = {"plan": "small", "image": "debian-12", "name": "ci-1"}

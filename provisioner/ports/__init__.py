@@ -488,3 +488,36 @@ class Store(Protocol):
     async def close(self) -> None:
         """Release connections."""
         ...
+
+
+from provisioner.ports.playbooks import (  # noqa: E402 (the seams of their own modules)
+    LineSink,
+    PlaybookRecap,
+    PlaybookRunner,
+    PlaybookTarget,
+)
+from provisioner.ports.tailnet import AuthKey, PolicyDocument, Tailnet, TailnetDevice  # noqa: E402
+
+__all__ = [
+    "AuthKey",
+    "CommandResult",
+    "DomainInfo",
+    "DomainSpec",
+    "HostKeyReporter",
+    "HostKeySighting",
+    "Hypervisor",
+    "LineSink",
+    "NodeLink",
+    "PlaybookRecap",
+    "PlaybookRunner",
+    "PlaybookTarget",
+    "PolicyDocument",
+    "PoolSpace",
+    "SeedMaker",
+    "SeedSpec",
+    "Store",
+    "Tailnet",
+    "TailnetDevice",
+    "Transaction",
+    "VolumeInfo",
+]

@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-import http_processes
+from provisioner.app import http_processes
 from api.app import ApiOptions, ApiServices, build_app
 from bot.app import SlackBot, SlackCredentials
 from bot.deps import BotConfig
@@ -41,7 +41,7 @@ from provisioner.reconcile import Reconciler
 from provisioner.service import Provisioner
 from provisioner.step_context import GuestLogin, StepContexts, Timeouts
 from provisioner.tokens import Tokens
-from settings import Settings
+from provisioner.settings import Settings
 
 log = logging.getLogger("provisioner")
 # Client, request line, status, bytes, seconds taken. The log line already carries the time and

@@ -78,7 +78,7 @@ def start_children(count: int, config_path: str | None) -> list[subprocess.Popen
     env = {**os.environ, "PROVISIONER_SERVE_ROLE": "http"}
     if config_path:
         env["PROVISIONER_CONFIG"] = config_path
-    command = [sys.executable, "-c", "import main; main.main()", "serve"]
+    command = [sys.executable, "-m", "provisioner", "serve"]
     return [
         subprocess.Popen(command, env=env, preexec_fn=_die_with_parent)  # noqa: PLW1509
         for _ in range(count)

@@ -10,10 +10,10 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-import cli_client
-import settings as settings_module
+from provisioner.app import cli_client
+from provisioner import settings as settings_module
 from api.errors import CURRENT_REQUEST_ID
-from composition import (  # noqa: F401 (System, built, ensure_admin: used by tests as main.*)
+from provisioner.app.composition import (  # noqa: F401 (System, built, ensure_admin: used by tests as main.*)
     CLI_TOKEN_FILE,
     DRAIN_SECONDS,
     System,
@@ -25,7 +25,7 @@ from provisioner.errors import ProvisionerError
 from provisioner.images import ImageFiles
 from provisioner.models import SYSTEM_ACTOR, Capacity, Node, Role
 from provisioner.tokens import parse_duration
-from settings import Settings
+from provisioner.settings import Settings
 
 NODE_OPTIONS = frozenset(
     {"ssh_host", "ssh_port", "ssh_user", "ssh_key", "host_key", "libvirt_uri", "pool", "network"}
