@@ -33,9 +33,9 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
-from provisioner import settings
 from bench.bare_guest import BenchError, lease_address, spread, virsh
 from bench.serve import serve_environment, stop_process
+from provisioner import settings
 from provisioner.adapters.store.tables import ssh_keys
 from provisioner.keys import parse_public_key
 from provisioner.requests import login_name

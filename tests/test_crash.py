@@ -20,9 +20,9 @@ import sqlalchemy as sa
 from serve_process import ServeGroup, create_workspace, wait_operation
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from provisioner.adapters.store.tables import audit_events, operations
 from provisioner.app import cli as main
 from provisioner.app.cli import DRAIN_SECONDS
-from provisioner.adapters.store.tables import audit_events, operations
 from provisioner.models import SYSTEM_ACTOR, Role
 from provisioner.settings import Settings
 

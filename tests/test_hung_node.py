@@ -31,7 +31,7 @@ async def test_a_hung_node_fails_fast_after_one_timeout(silent_socket: Path) -> 
 
 
 async def test_readiness_answers_while_a_node_hangs(system: object, silent_socket: Path) -> None:
-    from main import System
+    from provisioner.app.composition import System
     from provisioner.models import Node
 
     assert isinstance(system, System)

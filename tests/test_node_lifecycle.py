@@ -21,10 +21,10 @@ import libvirt
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from provisioner.app import composition
-from provisioner.app.cli import System
 from provisioner.adapters.domain_xml import metadata_xml
 from provisioner.adapters.libvirt import LibvirtHypervisor
+from provisioner.app import composition
+from provisioner.app.cli import System
 from provisioner.catalog import DEFAULT_IMAGES, DEFAULT_NODES
 from provisioner.errors import CapacityExhausted, InvalidInput, NotFound
 from provisioner.fleet import Fleet, NodeAccess

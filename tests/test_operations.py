@@ -23,8 +23,8 @@ from provisioner.models import (
     WorkspaceState,
 )
 from provisioner.requests import CreateRequest
-from provisioner.steps import RECIPES, StepDef
 from provisioner.settings import Settings
+from provisioner.steps import RECIPES, StepDef
 
 ADMIN = Actor("tester", Role.ADMIN, "test")
 

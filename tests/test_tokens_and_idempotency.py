@@ -7,9 +7,9 @@ import asyncio
 import sqlalchemy as sa
 from aiohttp.test_utils import TestClient
 
+from provisioner.adapters.store.tables import api_tokens
 from provisioner.app import cli as main
 from provisioner.app.cli import System
-from provisioner.adapters.store.tables import api_tokens
 from provisioner.settings import Settings
 
 Client = TestClient[object, object]

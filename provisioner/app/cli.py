@@ -10,9 +10,9 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from provisioner.app import cli_client
-from provisioner import settings as settings_module
 from api.errors import CURRENT_REQUEST_ID
+from provisioner import settings as settings_module
+from provisioner.app import cli_client
 from provisioner.app.composition import (  # noqa: F401 (System, built, ensure_admin: used by tests as main.*)
     CLI_TOKEN_FILE,
     DRAIN_SECONDS,
@@ -24,8 +24,8 @@ from provisioner.app.composition import (  # noqa: F401 (System, built, ensure_a
 from provisioner.errors import ProvisionerError
 from provisioner.images import ImageFiles
 from provisioner.models import SYSTEM_ACTOR, Capacity, Node, Role
-from provisioner.tokens import parse_duration
 from provisioner.settings import Settings
+from provisioner.tokens import parse_duration
 
 NODE_OPTIONS = frozenset(
     {"ssh_host", "ssh_port", "ssh_user", "ssh_key", "host_key", "libvirt_uri", "pool", "network"}

@@ -18,7 +18,6 @@ from typing import Any
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from provisioner.app import http_processes
 from api.app import ApiOptions, ApiServices, build_app
 from bot.app import SlackBot, SlackCredentials
 from bot.deps import BotConfig
@@ -26,6 +25,7 @@ from provisioner.adapters.cloudinit import CloudInitSeeds
 from provisioner.adapters.keyfiles import ensure_keypair, write_key_from_base64
 from provisioner.adapters.libvirt import LibvirtHypervisor
 from provisioner.adapters.store.engine import SqlStore
+from provisioner.app import http_processes
 from provisioner.approvals import Approvals
 from provisioner.audit import AuditTrail
 from provisioner.catalog import Catalog
@@ -39,9 +39,9 @@ from provisioner.operations import OperationRunner
 from provisioner.ports import HostKeyReporter, HostKeySighting
 from provisioner.reconcile import Reconciler
 from provisioner.service import Provisioner
+from provisioner.settings import Settings
 from provisioner.step_context import GuestLogin, StepContexts, Timeouts
 from provisioner.tokens import Tokens
-from provisioner.settings import Settings
 
 log = logging.getLogger("provisioner")
 # Client, request line, status, bytes, seconds taken. The log line already carries the time and
