@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 
@@ -12,13 +11,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 from acl.rbac import actor
 from provisioner.errors import InfrastructureError, InvalidInput
 from provisioner.models import Actor, Role
+from provisioner.requests import owner_tag
 
 CACHE_SECONDS = 600.0
-
-
-def tailscale_tag(email: str) -> str:
-    """`tag:` and the e-mail's local part, lower-case, anything outside [a-z0-9-] made '-'."""
-    return "tag:" + re.sub(r"[^a-z0-9-]", "-", email.split("@", 1)[0].lower())
 
 
 @dataclass(frozen=True)
@@ -31,8 +26,8 @@ class SlackUser:
 
     @property
     def tag(self) -> str:
-        """The owner's Tailscale tag."""
-        return tailscale_tag(self.email)
+        """The owner's Tailscale tag (InvalidInput when the e-mail cannot make one)."""
+        return owner_tag(self.email)
 
 
 class Identity:

@@ -106,6 +106,26 @@ def login_name(owner: str) -> str:
     return f"{name[:27]}-user" if name in RESERVED_LOGINS else name
 
 
+# tailcfg.CheckTag: a letter first, then ASCII letters, digits and '-'.
+_TAG_NAME = re.compile(r"[a-z][a-z0-9-]*")
+
+
+def owner_tag(owner: str) -> str:
+    """The owner's Tailscale tag: `tag:` and the e-mail's local part, lower-case, [^a-z0-9-] → -.
+
+    InvalidInput (code invalid_owner_tag) when that cannot be a tag: it must start with a letter.
+    """
+    name = re.sub(r"[^a-z0-9-]", "-", owner.split("@", 1)[0].lower())
+    if not _TAG_NAME.fullmatch(name):
+        raise InvalidInput(
+            f"the owner {owner!r} cannot have a Tailscale tag: tag:{name} must start with a "
+            "letter (a-z); ask an operator to create the workspace for an owner whose e-mail "
+            "starts with a letter",
+            code="invalid_owner_tag",
+        )
+    return f"tag:{name}"
+
+
 def check_playbooks(playbooks: tuple[str, ...]) -> None:
     """UnknownReference for a playbook that is not configured (none are, yet)."""
     if playbooks:
