@@ -14,6 +14,7 @@ ProvisionerError                 code: snake_case, message: a sentence for human
 ├── TimedOut                     a step waited longer than allowed (a guest never came up)
 ├── TailnetRefused               the tailnet API refused our credentials or request (not retried)
 ├── PlaybookFailed               a playbook ran and failed, or was refused before it ran
+├── OnboardingFailed             a guest came up without the owner's account, groups or keys
 └── InfrastructureError          a node, hypervisor or store failed (503)
     ├── NodeUnavailable          the node could not be reached
     ├── GuestUnreachable         a workspace's guest did not answer over SSH (yet)
@@ -117,6 +118,12 @@ class PlaybookFailed(ProvisionerError):
     """A playbook ran and failed, timed out, or could not be started."""
 
     code = "playbook_failed"
+
+
+class OnboardingFailed(ProvisionerError):
+    """A guest answered SSH but cloud-init failed or the owner's account is not in place."""
+
+    code = "onboarding_failed"
 
 
 class InfrastructureError(ProvisionerError):

@@ -223,13 +223,25 @@ class Node:
         return self.libvirt_uri.startswith("test:")
 
 
+class TailnetReach(StrEnum):
+    """How a workspace can be reached once it is ready."""
+
+    TAILNET = "tailnet"  # its device joined and carries its tags
+    NODE_ONLY = "node"  # the device never appeared (join optional): through its node only
+
+
 @dataclass(frozen=True)
 class TailscaleInfo:
-    """How a workspace is reached on the tailnet."""
+    """How a workspace is reached on the tailnet; `hostname` is its MagicDNS name."""
 
     hostname: str | None = None
     ip: str | None = None
     tags: tuple[str, ...] = ()
+    device_id: str | None = None
+    ipv6: str | None = None
+    key_id: str | None = None  # an auth key minted for the seed and not revoked yet
+    key_created_at: datetime | None = None  # the tailnet's clock: older devices are not ours
+    reach: TailnetReach | None = None
 
 
 @dataclass(frozen=True)

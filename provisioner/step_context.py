@@ -11,7 +11,7 @@ from provisioner.catalog import Catalog
 from provisioner.errors import InvalidInput
 from provisioner.fleet import Fleet
 from provisioner.models import Capacity, Image, Node, Workspace
-from provisioner.ports import Hypervisor, NodeLink, SeedMaker, Store
+from provisioner.ports import Hypervisor, NodeLink, SeedMaker, Store, Tailnet
 
 Save = Callable[[str, dict[str, Any]], Awaitable[Workspace | None]]
 
@@ -22,6 +22,16 @@ class GuestLogin:
 
     user: str = "provisioner"
     public_key: str = ""
+
+
+@dataclass(frozen=True)
+class TailnetJoin:
+    """How workspaces join the tailnet: the tags every one gets, and how long a join may take."""
+
+    base_tags: tuple[str, ...] = ()
+    key_expiry_seconds: int = 3600
+    timeout: float = 300.0
+    required: bool = True  # False: a device that never appears leaves the workspace node-only
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,8 @@ class StepContext:
     owner_keys: tuple[str, ...]
     save: Save
     timeouts: Timeouts = field(default_factory=Timeouts)
+    tailnet: Tailnet | None = None
+    join: TailnetJoin = field(default_factory=TailnetJoin)
 
     async def remember(self, **changes: Any) -> None:
         """Store facts about the workspace (its address, its guest's key) before relying on them."""
@@ -69,11 +81,14 @@ class StepContexts:
         *,
         login: GuestLogin | None = None,
         timeouts: Timeouts | None = None,
+        tailnet: Tailnet | None = None,
+        join: TailnetJoin | None = None,
     ) -> None:
         self._store, self._catalog, self._fleet = store, catalog, fleet
         self._seeds, self._clock = seeds, clock
         self._login = login or GuestLogin()
         self._timeouts = timeouts or Timeouts()
+        self._tailnet, self._join = tailnet, join or TailnetJoin()
 
     async def build(self, workspace_id: str) -> StepContext:
         """The context of an operation on this workspace."""
@@ -101,6 +116,8 @@ class StepContexts:
             owner_keys=keys,
             save=self._save,
             timeouts=self._timeouts,
+            tailnet=self._tailnet,
+            join=self._join,
         )
 
     async def _save(self, workspace_id: str, changes: dict[str, Any]) -> Workspace | None:

@@ -16,9 +16,10 @@ from provisioner.domain_steps import (
     start_domain,
     undefine_domain,
 )
-from provisioner.guest_steps import wait_for_address, wait_for_ssh
+from provisioner.guest_steps import onboard_guest, wait_for_address, wait_for_ssh
 from provisioner.models import OperationKind, OperationState, WorkspaceState
 from provisioner.step_context import StepContext
+from provisioner.tailnet_steps import join_tailnet, leave_tailnet
 from provisioner.volume_steps import delete_disk, delete_seed, prepare_disk, write_seed
 
 StepFn = Callable[[StepContext], Awaitable[str]]
@@ -63,13 +64,16 @@ DESTROY = StepDef("destroy_domain", destroy_domain)
 UNDEFINE = StepDef("undefine_domain", undefine_domain)
 DROP_DISK = StepDef("delete_disk", delete_disk)
 DROP_SEED = StepDef("delete_seed", delete_seed)
-# Everything a workspace owns on its node, in the order it is taken apart.
-TEAR_DOWN = (DESTROY, UNDEFINE, DROP_DISK, DROP_SEED)
+JOIN = StepDef("join_tailnet", join_tailnet)
+ONBOARD = StepDef("onboard", onboard_guest)
+LEAVE = StepDef("leave_tailnet", leave_tailnet)
+# Everything a workspace owns on its node and on the tailnet, in the order it is taken apart.
+TEAR_DOWN = (DESTROY, UNDEFINE, DROP_DISK, DROP_SEED, LEAVE)
 BOOT = (START, ADDRESS, SSH)
 
 RECIPES: dict[OperationKind, Recipe] = {
     OperationKind.CREATE: Recipe(
-        steps=(DISK, SEED, DEFINE, *BOOT),
+        steps=(DISK, SEED, DEFINE, *BOOT, JOIN, ONBOARD),
         on_success=WorkspaceState.RUNNING,
         on_failure=WorkspaceState.FAILED,
         compensation=TEAR_DOWN,
@@ -88,9 +92,10 @@ RECIPES: dict[OperationKind, Recipe] = {
     OperationKind.REBOOT: Recipe(
         steps=(SHUTDOWN, *BOOT), on_success=WorkspaceState.RUNNING, on_failure=None
     ),
-    # A fresh disk and seed under the same domain: the workspace comes back as new.
+    # A fresh disk and seed under the same domain: the workspace comes back as new, and
+    # joins the tailnet again as a new device with a new key.
     OperationKind.REBUILD: Recipe(
-        steps=(DESTROY, DROP_DISK, DROP_SEED, DISK, SEED, *BOOT),
+        steps=(DESTROY, LEAVE, DROP_DISK, DROP_SEED, DISK, SEED, *BOOT, JOIN, ONBOARD),
         on_success=WorkspaceState.RUNNING,
         on_failure=WorkspaceState.FAILED,
         cancellable_while_running=False,

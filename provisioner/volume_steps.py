@@ -8,6 +8,7 @@ from provisioner.errors import Conflict
 from provisioner.ports import SeedSpec
 from provisioner.requests import login_name
 from provisioner.step_context import StepContext
+from provisioner.tailnet_steps import mint_join_key
 
 
 async def prepare_disk(ctx: StepContext) -> str:
@@ -36,6 +37,7 @@ async def write_seed(ctx: StepContext) -> str:
     # Off the loop: key generation (and, the first time, loading its library) takes a while.
     private, public = await asyncio.to_thread(ctx.seeds.host_keypair)
     await ctx.remember(guest_host_key=public)
+    join_key = await mint_join_key(ctx)
     user = login_name(ws.owner)
     spec = SeedSpec(
         instance_id=ws.id,
@@ -46,11 +48,14 @@ async def write_seed(ctx: StepContext) -> str:
         admin_key=ctx.login.public_key,
         host_key_private=private,
         host_key_public=public,
+        tailscale_auth_key=join_key.secret if join_key else None,
+        tailscale_hostname=ws.name if join_key else None,
     )
     seed = await asyncio.to_thread(ctx.seeds.build, spec)
     await ctx.hypervisor.upload_volume(ws.seed_volume, seed)
     keys = len(ctx.owner_keys)
-    return f"cloud-init seed: hostname {ws.name}, user {user} with {keys} SSH key(s)"
+    joins = f", joins the tailnet as {ws.name}" if join_key else ""
+    return f"cloud-init seed: hostname {ws.name}, user {user} with {keys} SSH key(s){joins}"
 
 
 async def delete_disk(ctx: StepContext) -> str:

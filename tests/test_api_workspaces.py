@@ -54,6 +54,8 @@ async def test_create_defines_and_starts_a_domain_then_delete_removes_it(
         "start_domain",
         "wait_for_address",
         "wait_for_ssh",
+        "join_tailnet",
+        "onboard",
     ]
     domain = driver_domain(ws["domain"])
     assert domain is not None and domain.isActive()

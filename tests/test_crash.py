@@ -35,12 +35,15 @@ CREATE_STEPS = [
     "start_domain",
     "wait_for_address",
     "wait_for_ssh",
+    "join_tailnet",
+    "onboard",
 ]
 COMPENSATION_STEPS = [
     "undo_destroy_domain",
     "undo_undefine_domain",
     "undo_delete_disk",
     "undo_delete_seed",
+    "undo_leave_tailnet",
 ]
 
 pytestmark = pytest.mark.timeout(60)

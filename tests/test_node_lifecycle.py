@@ -55,6 +55,7 @@ ADMIN = Actor("tester", Role.ADMIN, "test")
 POOL = "default-pool"
 REBUILD_STEPS = [
     "destroy_domain",
+    "leave_tailnet",
     "delete_disk",
     "delete_seed",
     "prepare_disk",
@@ -62,6 +63,8 @@ REBUILD_STEPS = [
     "start_domain",
     "wait_for_address",
     "wait_for_ssh",
+    "join_tailnet",
+    "onboard",
 ]
 
 

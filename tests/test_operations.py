@@ -160,6 +160,7 @@ async def test_cancel_between_steps_compensates(idle: System) -> None:
         "undo_undefine_domain",
         "undo_delete_disk",
         "undo_delete_seed",
+        "undo_leave_tailnet",
     ]
     with pytest.raises(libvirt.libvirtError):
         driver().lookupByName(ws.domain_name)

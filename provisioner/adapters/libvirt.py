@@ -21,7 +21,7 @@ from provisioner.adapters.domain_xml import (
     domain_xml,
     workspace_id_from_metadata,
 )
-from provisioner.errors import Conflict, HypervisorError, NodeUnavailable
+from provisioner.errors import Conflict, HypervisorError, InvalidInput, NodeUnavailable, NotFound
 from provisioner.models import DomainState, Node
 from provisioner.ports import DomainInfo, DomainSpec, NodeLink, PoolSpace, VolumeInfo
 
@@ -68,6 +68,7 @@ class LibvirtHypervisor:
         self._socket: str | None = None
         self._domain_type: str | None = "test" if node.simulated else None
         self._stuck_since: float | None = None
+        self._simulated_contents: dict[str, bytes] = {}
         # One thread per node: a hung node only ever blocks its own thread.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"libvirt-{node.name}")
 
@@ -237,10 +238,26 @@ class LibvirtHypervisor:
         await self._call(
             lambda conn: storage.upload(conn, self._pool(conn), name, source, simulated=simulated)
         )
+        if simulated and isinstance(source, bytes):
+            # The test driver keeps no contents; this node keeps small ones (seeds), as a real
+            # pool would. Imported images stay contentless.
+            self._simulated_contents[name] = source
+
+    async def download_volume(self, name: str, limit: int) -> bytes:
+        """The volume's contents, read over a libvirt stream (the test driver: as uploaded)."""
+        if self._node.simulated:
+            if await self.volume(name) is None:
+                raise NotFound(f"no volume {name} on node {self._node.name}")
+            data = self._simulated_contents.get(name, b"")
+            if len(data) > limit:
+                raise InvalidInput(f"volume {name} is larger than {limit} bytes")
+            return data
+        return await self._call(lambda conn: storage.download(conn, self._pool(conn), name, limit))
 
     async def delete_volume(self, name: str) -> None:
         """Delete the volume if it exists."""
         await self._call(lambda conn: storage.delete(self._pool(conn), name))
+        self._simulated_contents.pop(name, None)
 
     async def check(self) -> PoolSpace:
         """Raise unless libvirt and the pool answer; the pool's room."""

@@ -9,7 +9,7 @@ from typing import Any, BinaryIO
 
 import libvirt
 
-from provisioner.errors import Conflict, HypervisorError
+from provisioner.errors import Conflict, HypervisorError, InvalidInput, NotFound
 from provisioner.ports import PoolSpace, VolumeInfo
 
 CHUNK = 1 << 20
@@ -98,6 +98,26 @@ def upload(conn: Any, pool: Any, name: str, source: bytes | Path, *, simulated: 
         pool.createXMLFrom(_volume_xml(name, int(partial.info()[1]), fmt), partial, 0)
     finally:
         partial.delete(0)
+
+
+def download(conn: Any, pool: Any, name: str, limit: int) -> bytes:
+    """The contents of the volume `name`, refused when larger than `limit` bytes."""
+    volume = find_volume(pool, name)
+    if volume is None:
+        raise NotFound(f"no volume {name} in pool {pool.name()}")
+    size = int(volume.info()[1])
+    if size > limit:
+        raise InvalidInput(f"volume {name} holds {size} bytes, more than {limit}")
+    chunks: list[bytes] = []
+    stream = conn.newStream(0)
+    volume.download(stream, 0, size, 0)
+    try:
+        stream.recvAll(lambda _stream, data, sink: sink.append(data), chunks)
+        stream.finish()
+    except BaseException:
+        stream.abort()
+        raise
+    return b"".join(chunks)
 
 
 def delete(pool: Any, name: str) -> bool:

@@ -122,6 +122,10 @@ class Hypervisor(Protocol):
         """A new volume holding `source`; it only appears once the upload is complete."""
         ...
 
+    async def download_volume(self, name: str, limit: int) -> bytes:
+        """The contents of the volume called `name` (at most `limit` bytes, else InvalidInput)."""
+        ...
+
     async def delete_volume(self, name: str) -> None:
         """Delete the volume called `name`."""
         ...

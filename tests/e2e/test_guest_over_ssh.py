@@ -27,6 +27,8 @@ CREATE_STEPS = [
     "start_domain",
     "wait_for_address",
     "wait_for_ssh",
+    "join_tailnet",
+    "onboard",
 ]
 
 

@@ -76,6 +76,12 @@ workspaces = sa.Table(
     sa.Column("reminded_at", UTCDateTime),
     sa.Column("address", sa.String(64)),
     sa.Column("guest_host_key", sa.Text),
+    sa.Column("tailscale_device_id", sa.String(64)),
+    sa.Column("tailscale_ipv6", sa.String(64)),
+    # The id (never the secret) of an auth key minted for the seed and not yet revoked.
+    sa.Column("tailscale_key_id", sa.String(64)),
+    sa.Column("tailscale_key_created_at", UTCDateTime),
+    sa.Column("tailscale_reach", sa.String(16)),
     # Listings filter by owner or state and page in id order: the index hands rows over sorted.
     sa.Index("ix_workspaces_owner_id", "owner", "id"),
     sa.Index("ix_workspaces_state_id", "state", "id"),

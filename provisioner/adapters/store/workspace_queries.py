@@ -16,6 +16,7 @@ from provisioner.errors import Conflict
 from provisioner.models import (
     LIVE_WORKSPACE_STATES,
     Capacity,
+    TailnetReach,
     TailscaleInfo,
     Workspace,
     WorkspaceState,
@@ -41,11 +42,17 @@ WORKSPACE_COLUMNS = (
     workspaces.c.error,
     workspaces.c.address,
     workspaces.c.guest_host_key,
+    workspaces.c.tailscale_device_id,
+    workspaces.c.tailscale_ipv6,
+    workspaces.c.tailscale_key_id,
+    workspaces.c.tailscale_key_created_at,
+    workspaces.c.tailscale_reach,
 )
 
 
 SELECT_WORKSPACES = sa.select(*WORKSPACE_COLUMNS)
 STATES = {state.value: state for state in WorkspaceState}  # WorkspaceState(v) costs 1 µs a row
+REACH = {reach.value: reach for reach in TailnetReach}
 # The listing's optional filters, each compared with a bound parameter of the same name.
 LISTING_FILTERS: tuple[tuple[str, Callable[[Any], sa.ColumnElement[bool]]], ...] = (
     ("owner", lambda value: workspaces.c.owner == value),
@@ -72,7 +79,8 @@ def _listing(filters: frozenset[str]) -> sa.Select[Any]:
 def to_workspace(row: Sequence[Any]) -> Workspace:
     """Map a row of SELECT_WORKSPACES to the domain record."""
     (id_, name, owner, plan, image, node, state, domain_name, created_at, updated_at, expires_at,
-     ts_hostname, ts_ip, ts_tags, error, address, guest_host_key) = row  # fmt: skip
+     ts_hostname, ts_ip, ts_tags, error, address, guest_host_key,
+     ts_device, ts_ipv6, ts_key, ts_key_created, ts_reach) = row  # fmt: skip
     return Workspace(
         id=id_,
         name=name,
@@ -85,7 +93,16 @@ def to_workspace(row: Sequence[Any]) -> Workspace:
         created_at=created_at,
         updated_at=updated_at,
         expires_at=expires_at,
-        tailscale=TailscaleInfo(ts_hostname, ts_ip, tuple(ts_tags or ())),
+        tailscale=TailscaleInfo(
+            ts_hostname,
+            ts_ip,
+            tuple(ts_tags or ()),
+            ts_device,
+            ts_ipv6,
+            ts_key,
+            ts_key_created,
+            REACH[ts_reach] if ts_reach else None,
+        ),
         error=error,
         address=address,
         guest_host_key=guest_host_key,
@@ -227,5 +244,7 @@ class WorkspaceQueries(QueriesBase):
 
 
 def _column_value(value: Any) -> Any:
-    """Enum members are stored as their values."""
-    return value.value if isinstance(value, WorkspaceState) else value
+    """Enum members are stored as their values, tag tuples as lists."""
+    if isinstance(value, WorkspaceState | TailnetReach):
+        return value.value
+    return list(value) if isinstance(value, tuple) else value
