@@ -2,7 +2,8 @@
 
 A domain with our metadata whose workspace is gone is an orphan: reported at once, removed
 after a grace period (with its volumes). A running or stopped workspace whose domain vanished
-is marked failed. A node that cannot be listed completely is skipped, never reaped.
+is marked failed. A node that cannot be listed completely is skipped, never reaped. Devices on
+the tailnet are reconciled the same way (provisioner.tailnet_reconcile).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from provisioner.models import (
     WorkspaceState,
 )
 from provisioner.ports import Hypervisor, Store
+from provisioner.tailnet_reconcile import DeviceFindings, TailnetReconciler
 
 log = logging.getLogger(__name__)
 SETTLED = frozenset({WorkspaceState.RUNNING, WorkspaceState.STOPPED})
@@ -39,17 +41,25 @@ class Findings:
     reaped: list[str] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)
     skipped_nodes: list[str] = field(default_factory=list)
+    devices: DeviceFindings = field(default_factory=DeviceFindings)
 
 
 class Reconciler:
     """Brings the store and the nodes back in line; every action is audited as `system`."""
 
     def __init__(
-        self, store: Store, fleet: Fleet, clock: Callable[[], datetime], *, grace: float
+        self,
+        store: Store,
+        fleet: Fleet,
+        clock: Callable[[], datetime],
+        *,
+        grace: float,
+        tailnet: TailnetReconciler | None = None,
     ) -> None:
         self._store, self._fleet, self._clock = store, fleet, clock
         self._grace = timedelta(seconds=grace)
         self._first_seen: dict[tuple[str, str], datetime] = {}
+        self._tailnet = tailnet
 
     async def run(self) -> Findings:
         """One pass over every trusted node; one node's failure never stops the others."""
@@ -63,6 +73,11 @@ class Reconciler:
             except ProvisionerError as error:
                 findings.skipped_nodes.append(node.name)
                 log.warning("reconcile: skipping node %s: %s", node.name, error.message)
+        if self._tailnet is not None:
+            try:
+                findings.devices = await self._tailnet.run()
+            except ProvisionerError as error:
+                log.warning("reconcile: skipping the tailnet: %s", error.message)
         return findings
 
     async def _node(self, node: Node, findings: Findings) -> None:

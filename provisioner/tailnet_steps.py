@@ -128,11 +128,11 @@ async def _devices_of(ctx: StepContext, tailnet: Tailnet) -> list[TailnetDevice]
     """
     minted = ctx.workspace.tailscale.key_created_at
     devices = await tailnet.devices(hostname=ctx.workspace.name)
-    ours = [d for d in devices if _joined_since(d, minted)]
+    ours = [d for d in devices if joined_since(d, minted)]
     return sorted(ours, key=lambda d: d.created.timestamp() if d.created else 0.0)
 
 
-def _joined_since(device: TailnetDevice, minted: datetime | None) -> bool:
+def joined_since(device: TailnetDevice, minted: datetime | None) -> bool:
     """Whether the device was created no earlier than the key's second.
 
     Tailscale stamps whole seconds: a device created in the key's own second is still newer.

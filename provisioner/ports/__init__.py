@@ -259,6 +259,10 @@ class Transaction(Protocol):
         """Workspaces on `node` that are not deleted or denied."""
         ...
 
+    async def workspaces_on_tailnet(self) -> list[Workspace]:
+        """Workspaces not deleted or denied that have, or are getting, a tailnet device."""
+        ...
+
     async def update_workspace(
         self,
         workspace_id: str,

@@ -179,6 +179,18 @@ class WorkspaceQueries(QueriesBase):
         query = SELECT_WORKSPACES.where(workspaces.c.node == node, workspaces.c.state.not_in(gone))
         return [to_workspace(row) for row in await self.conn.execute(query)]
 
+    async def workspaces_on_tailnet(self) -> list[Workspace]:
+        """Workspaces not deleted or denied with a tailnet device or a key minted for one."""
+        gone = [WorkspaceState.DELETED.value, WorkspaceState.DENIED.value]
+        query = SELECT_WORKSPACES.where(
+            workspaces.c.state.not_in(gone),
+            sa.or_(
+                workspaces.c.tailscale_device_id.is_not(None),
+                workspaces.c.tailscale_key_created_at.is_not(None),
+            ),
+        )
+        return [to_workspace(row) for row in await self.conn.execute(query)]
+
     async def update_workspace(
         self,
         workspace_id: str,
