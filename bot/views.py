@@ -15,6 +15,7 @@ from provisioner.models import (
     OperationState,
     Plan,
     StepState,
+    TailnetReach,
     Workspace,
     WorkspaceState,
 )
@@ -127,10 +128,22 @@ def step_line(name: str, state: StepState, detail: str | None) -> str:
 
 
 def how_to_reach(ws: Workspace) -> str:
-    """The ssh command for a workspace, or why there is none yet."""
-    host = ws.tailscale.hostname or ws.tailscale.ip
-    if host:
-        return f"`ssh {login_name(ws.owner)}@{host}`"
+    """The ssh command for a workspace (over the tailnet when it is on it), or why there is none."""
+    login, ts = login_name(ws.owner), ws.tailscale
+    if ts.hostname or ts.ip:
+        also = f" (or `ssh {login}@{ts.ip}`)" if ts.hostname and ts.ip else ""
+        return (
+            f"`ssh {login}@{ts.hostname or ts.ip}`{also}: over the tailnet, from any device of "
+            f"yours that is on it (`tailscale status` shows whether yours is)."
+        )
+    if ts.reach == TailnetReach.NODE_ONLY:
+        return (
+            f"*{ws.name}* did not join the tailnet: it is reachable only through node "
+            f"{ws.node}, at {ws.address or 'an address on its private network'}. Ask ops for "
+            "a jump host, or to rebuild it so that it tries joining again."
+        )
+    if ws.address:
+        return f"`ssh {login}@{ws.address}`: on node {ws.node}'s network (Tailscale is off)."
     return (
         f"*{ws.name}* has no network address yet; `/workspace ssh {ws.name}` shows it once it has."
     )

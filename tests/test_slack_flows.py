@@ -548,7 +548,8 @@ async def test_commands_on_a_named_workspace(world: SlackWorld, tmp_path: Path) 
     assert after is not None and timedelta(hours=4, minutes=59) < after - before
     assert "whole number" in await ask(world, "extend demo soon")
 
-    assert "no network address yet" in await ask(world, "ssh demo")
+    reach = await ask(world, "ssh demo")
+    assert f"@{ws.address}`: on node local's network (Tailscale is off)" in reach
 
     for verb, state in (("stop", "stopped"), ("start", "running"), ("delete", "deleted")):
         assert (await world.command(f"{verb} demo")).status == 200
