@@ -127,12 +127,27 @@ async def ssh(deps: BotDeps, inv: Invocation) -> None:
 
 
 async def keys(deps: BotDeps, inv: Invocation) -> None:
-    """`keys add KEY`: an SSH public key for your workspaces."""
-    if inv.args[0] != "add":
-        raise InvalidInput("usage: `keys add ssh-ed25519 AAAA… you@host`")
+    """`keys add KEY` (an SSH public key for your workspaces), `keys list`."""
+    if inv.args[0] == "list" and len(inv.args) == 1:
+        found = await deps.keys.list(inv.user.actor.name)
+        lines = [
+            f"• `{k.fingerprint}` {k.public_key.split()[0]} {_comment(k.public_key)}" for k in found
+        ]
+        await inv.reply(
+            "\n".join(lines) or "No SSH keys yet: `keys add ssh-ed25519 AAAA… you@host`"
+        )
+        return
+    if inv.args[0] != "add" or len(inv.args) < 2:
+        raise InvalidInput("usage: `keys add ssh-ed25519 AAAA… you@host` or `keys list`")
     key, added = await deps.keys.add(inv.user.actor, inv.user.actor.name, " ".join(inv.args[1:]))
     verb = "Added" if added else "You already had"
     await inv.reply(f"{verb} key `{key.fingerprint}`; new workspaces will accept it.")
+
+
+def _comment(line: str) -> str:
+    """The comment of a public key line, if it has one."""
+    parts = line.split(maxsplit=2)
+    return parts[2] if len(parts) > 2 else ""
 
 
 async def help_(deps: BotDeps, inv: Invocation) -> None:
@@ -169,7 +184,7 @@ COMMANDS = (
     ),
     Command("extend", "extend NAME HOURS", "keep a workspace longer", W, extend, 2, 2),
     Command("ssh", "ssh NAME", "how to reach a workspace", R, ssh, 1, 1),
-    Command("keys", "keys add KEY", "add an SSH public key", W, keys, 2, 40),
+    Command("keys", "keys add KEY | keys list", "your SSH public keys", W, keys, 1, 40),
     Command("help", "help", "this text", R, help_),
 )
 BY_NAME = {command.name: command for command in COMMANDS}

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from provisioner.audit import record
-from provisioner.errors import InvalidInput
+from provisioner.errors import InvalidInput, NotFound
 from provisioner.models import Actor, SshKey
 from provisioner.ports import Store
 
@@ -32,6 +32,13 @@ MAX_KEY_CHARS = 16384
 
 def parse_public_key(text: str) -> tuple[str, str]:
     """The normalised key line ('type base64 [comment]') and its SHA256 fingerprint."""
+    if "PRIVATE KEY" in text:
+        # Never echoed, never stored: the caller only learns what to paste instead.
+        raise InvalidInput(
+            "that is a private key: it was not stored; never paste it anywhere, and replace it "
+            "if it was shared. Paste the public key instead (the .pub file, ssh-ed25519 AAAA…)",
+            code="private_key_refused",
+        )
     parts = text.strip().split(maxsplit=2)
     if len(text) > MAX_KEY_CHARS or len(parts) < 2 or parts[0] not in KEY_TYPES:
         raise InvalidInput(
@@ -81,7 +88,7 @@ def _wire_strings(blob: bytes) -> list[bytes]:
 
 
 class SshKeys:
-    """Adding and listing users' SSH keys."""
+    """Adding, listing and removing users' SSH keys."""
 
     def __init__(self, store: Store, clock: Clock) -> None:
         self._store, self._clock = store, clock
@@ -100,3 +107,12 @@ class SshKeys:
         """The owner's keys."""
         async with self._store.read() as tx:
             return await tx.ssh_keys(owner)
+
+    async def remove(self, actor: Actor, owner: str, key_id: str) -> SshKey:
+        """Remove the owner's key with this id (NotFound if they have none); the key removed."""
+        async with self._store.transaction() as tx:
+            key = next((k for k in await tx.ssh_keys(owner) if k.id == key_id), None)
+            if key is None or not await tx.delete_ssh_key(owner, key.fingerprint):
+                raise NotFound(f"no SSH key {key_id} for {owner}; GET /v1/keys lists them")
+            await record(tx, self._clock(), actor, "ssh_key.removed", owner, reason=key.fingerprint)
+        return key

@@ -380,6 +380,12 @@ class SshKey:
     public_key: str
     created_at: datetime
 
+    @property
+    def id(self) -> str:
+        """A URL-safe name for the key: its SHA256 fingerprint in base64url."""
+        digest = self.fingerprint.removeprefix("SHA256:")
+        return "key_" + digest.replace("+", "-").replace("/", "_")
+
 
 @dataclass(frozen=True)
 class Page(Generic[T]):

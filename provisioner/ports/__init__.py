@@ -455,6 +455,10 @@ class Transaction(Protocol):
         """The owner's SSH keys."""
         ...
 
+    async def delete_ssh_key(self, owner: str, fingerprint: str) -> bool:
+        """Remove one of the owner's keys; False if they had no such key."""
+        ...
+
     async def workspaces_to_remind(self, before: datetime, limit: int) -> list[Workspace]:
         """Live workspaces expiring before `before` whose owner was not reminded yet."""
         ...

@@ -126,6 +126,15 @@ class ChatQueries(QueriesBase):
         )
         return [SshKey(r.owner, r.fingerprint, r.public_key, r.created_at) for r in rows]
 
+    async def delete_ssh_key(self, owner: str, fingerprint: str) -> bool:
+        """Remove one of the owner's keys; False if they had no such key."""
+        result = await self.conn.execute(
+            ssh_keys.delete().where(
+                ssh_keys.c.owner == owner, ssh_keys.c.fingerprint == fingerprint
+            )
+        )
+        return bool(result.rowcount)
+
     async def workspaces_to_remind(self, before: datetime, limit: int) -> list[Workspace]:
         """Live workspaces expiring before `before` whose owner was not reminded yet."""
         query = (
