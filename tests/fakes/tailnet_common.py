@@ -18,6 +18,7 @@ A process that is not the test joins over HTTP: `POST {base_url}/fake/register` 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 import json
 import re
@@ -36,6 +37,14 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 class JoinRefused(Exception):
     """The control server refused a join: unknown, used, expired or revoked key."""
+
+
+class Refusal(Exception):
+    """An error answer raised from inside a handler: status, message and extra fields."""
+
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status, self.message, self.extra = status, message, extra
 
 
 @dataclass
@@ -90,17 +99,15 @@ def unique_label(base: str, taken: set[str]) -> str:
 
 
 class Addresses:
-    """Tailnet addresses handed out in order: 100.x.y.z and fd7a:115c:a1e0::/48."""
+    """Tailnet addresses handed out in order: 100.64.0.0/10 and fd7a:115c:a1e0::/48."""
 
     def __init__(self, first: int = 1) -> None:
         self._next = itertools.count(first)
 
     def allocate(self) -> tuple[str, str]:
         n = next(self._next)
-        return (
-            f"100.{64 + n // 65025 % 64}.{n // 255 % 255}.{n % 255 + 1}",
-            f"fd7a:115c:a1e0::{n:x}",
-        )
+        v4 = ipaddress.IPv4Address("100.64.0.0") + n
+        return str(v4), str(ipaddress.IPv6Address("fd7a:115c:a1e0::") + n)
 
 
 class FakeTailnetServer:

@@ -16,8 +16,9 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.tailnet_common import Refusal
 from tests.fakes.tailnet_policy import TAILSCALE_AUTOGROUPS, Policy, PolicyError, tailscale_data
-from tests.fakes.tailscale_auth import ADMIN_ROLES, Principal, Refusal, TailscaleAuth
+from tests.fakes.tailscale_auth import ADMIN_ROLES, Principal, TailscaleAuth
 
 DEFAULT_POLICY = """// Example/default ACLs for unrestricted connections.
 {

@@ -26,10 +26,10 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.tailnet_common import Addresses, JoinRefused, dns_label, unique_label
+from tests.fakes.tailnet_common import Addresses, JoinRefused, Refusal, dns_label, unique_label
 from tests.fakes.tailnet_policy import valid_tag
 from tests.fakes.tailscale_acl import TailscaleACL
-from tests.fakes.tailscale_auth import ADMIN_ROLES, Principal, Refusal
+from tests.fakes.tailscale_auth import ADMIN_ROLES, Principal
 
 DEFAULT_FIELDS = [
     "addresses",
@@ -118,7 +118,7 @@ class FakeTailscale(TailscaleACL):
         self.domain = domain
         self.devices: dict[str, Device] = {}
         self.keys: dict[str, Key] = {}
-        self._addresses = Addresses()
+        self._addresses = Addresses(first=0x2A4E)
         self._ids = itertools.count(92960230385)
         for method, path, scope, handler in (
             ("GET", "/api/v2/tailnet/{tailnet}/devices", "devices:core:read", self._list),

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.tailnet_common import FakeTailnetServer
+from tests.fakes.tailnet_common import FakeTailnetServer, Refusal
 
 ADMIN_ROLES = frozenset({"owner", "admin", "network-admin"})
 # Our wording where Tailscale documents none.
@@ -28,14 +28,6 @@ NO_PERMISSION = "calling actor does not have enough permissions to perform this 
 WRONG_TAILNET = "user tailnet does not match"
 
 Route = Callable[[web.Request, "Principal"], Awaitable[web.StreamResponse]]
-
-
-class Refusal(Exception):
-    """An error answer raised from inside a handler: status, message and extra fields."""
-
-    def __init__(self, status: int, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status, self.message, self.extra = status, message, extra
 
 
 @dataclass

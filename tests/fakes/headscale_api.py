@@ -1,0 +1,369 @@
+"""A faithful local fake of Headscale's native /api/v1 (v0.29, grpc-gateway), reference §8.1.
+
+Usage::
+
+    async with FakeHeadscale.running() as fake:
+        api_key = fake.add_api_key()                     # hskey-api-…, Bearer only
+        fake.add_user("alice", email="alice@example.com")
+        fake.set_policy('{"tagOwners": {"tag:alice": ["alice@"]}}')
+        node = fake.register_device(pre_auth_key, "ws-alice-1")   # JoinRefused when spent
+        fake.fail(503, times=2); fake.delay(1.0)
+
+Faithful quirks kept on purpose: errors are grpc-gateway bodies `{"code", "message",
+"details"}`; plain Go errors become 500 with code 2 (a policy PUT that fails to parse or
+whose tests fail, a policy write in file mode, a bad tag syntax on set-tags); a missing API
+key answers 401 with the text `Unauthorized`; ids are uint64 written as strings; listed
+pre-auth keys show only `hskey-auth-<prefix>-***`; tagged nodes show the user
+`tagged-devices` and never expire.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+
+from tests.fakes.tailnet_common import (
+    Addresses,
+    FakeTailnetServer,
+    JoinRefused,
+    Refusal,
+    dns_label,
+    unique_label,
+)
+from tests.fakes.tailnet_policy import HEADSCALE_AUTOGROUPS, Policy, PolicyError, valid_tag
+from tests.fakes.tailscale_api import stamp
+
+GRPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 409: 6, 429: 8, 500: 2, 503: 14, 504: 4}
+TAGGED_DEVICES = {"id": "2147455555", "name": "tagged-devices", "displayName": "Tagged Devices"}
+Handler = Callable[[web.Request], Awaitable[dict[str, Any]]]
+
+
+@dataclass
+class HsUser:
+    id: int
+    name: str
+    email: str = ""
+    created: datetime | None = None
+
+
+@dataclass
+class PreAuthKey:
+    id: int
+    prefix: str
+    secret: str
+    user_id: int | None
+    tags: list[str]
+    expiration: datetime | None
+    created: datetime
+    reusable: bool = False
+    ephemeral: bool = False
+    used: bool = False
+
+
+@dataclass
+class Node:
+    id: int
+    hostname: str
+    given_name: str
+    addresses: tuple[str, str]
+    user_id: int | None
+    tags: list[str]
+    created: datetime
+    expiry: datetime | None = None
+    key_id: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class FakeHeadscale(FakeTailnetServer):
+    """Users, API keys, pre-auth keys, nodes and the policy of one fake Headscale."""
+
+    def __init__(self, *, policy_mode: str = "database", node_expiry: float | None = None) -> None:
+        super().__init__()
+        self.policy_mode = policy_mode  # "database" or "file" (writes refused)
+        self.node_expiry = node_expiry  # seconds an untagged node's key lasts; None: forever
+        self.api_keys: set[str] = set()
+        self.users: dict[int, HsUser] = {}
+        self.keys: dict[int, PreAuthKey] = {}
+        self.nodes: dict[int, Node] = {}
+        self.policy_text: str | None = None
+        self.policy_updated: datetime | None = None
+        self._user_ids, self._key_ids, self._node_ids = (itertools.count(1) for _ in range(3))
+        self._addresses = Addresses()
+        for method, path, handler in (
+            ("GET", "/api/v1/node", self._list_nodes),
+            ("GET", "/api/v1/node/{id}", self._get_node),
+            ("DELETE", "/api/v1/node/{id}", self._delete_node),
+            ("POST", "/api/v1/node/{id}/tags", self._set_tags),
+            ("POST", "/api/v1/node/{id}/expire", self._expire_node),
+            ("POST", "/api/v1/preauthkey", self._create_key),
+            ("GET", "/api/v1/preauthkey", self._list_keys),
+            ("POST", "/api/v1/preauthkey/expire", self._expire_key),
+            ("DELETE", "/api/v1/preauthkey", self._delete_key),
+            ("GET", "/api/v1/policy", self._get_policy),
+            ("PUT", "/api/v1/policy", self._put_policy),
+            ("POST", "/api/v1/policy/check", self._check_policy),
+        ):
+            self.app.router.add_route(method, path, self._guarded(handler))
+
+    def error(self, status: int, message: str, **extra: Any) -> web.Response:
+        """grpc-gateway's error body."""
+        body = {"code": GRPC_CODES.get(status, 2), "message": message, "details": []}
+        return web.json_response(body, status=status)
+
+    # Test hooks.
+
+    def add_api_key(self) -> str:
+        """A `hskey-api-<prefix>-<secret>` admin API key."""
+        key = f"hskey-api-{secrets.token_urlsafe(9)[:12]}-{secrets.token_urlsafe(48)}"
+        self.api_keys.add(key)
+        return key
+
+    def add_user(self, name: str, *, email: str = "") -> HsUser:
+        """A Headscale user (policies name it `name@` or by e-mail)."""
+        user = HsUser(next(self._user_ids), name, email, self.now())
+        self.users[user.id] = user
+        return user
+
+    def set_policy(self, text: str) -> None:
+        """Store a policy directly (test set-up; checked, its tests not run)."""
+        self.parse(text)
+        self.policy_text, self.policy_updated = text, self.now()
+
+    def parse(self, text: str) -> Policy:
+        """`text` in Headscale's dialect (no autogroup:admin, users as `name@` or e-mail)."""
+        names = {u.name for u in self.users.values()}
+        return Policy.parse(
+            text, resolve_user=self._user_token, autogroups=HEADSCALE_AUTOGROUPS, members=names
+        )
+
+    def register_device(self, secret: str, hostname: str, **_: Any) -> Node:
+        """`tailscale up --login-server … --authkey`: checks and spends the pre-auth key."""
+        key = next(
+            (k for k in self.keys.values() if secrets.compare_digest(k.secret, secret)), None
+        )
+        if key is None:
+            raise JoinRefused("invalid authkey")
+        if key.expiration is not None and key.expiration <= self.now():
+            raise JoinRefused("authkey expired")
+        if key.used and not key.reusable:
+            raise JoinRefused("authkey already used")
+        key.used = True
+        taken = {n.given_name for n in self.nodes.values()}
+        expiry = None
+        if not key.tags and self.node_expiry is not None:
+            expiry = self.now() + timedelta(seconds=self.node_expiry)
+        node = Node(
+            id=next(self._node_ids), hostname=hostname,
+            given_name=unique_label(dns_label(hostname), taken),
+            addresses=self._addresses.allocate(), user_id=key.user_id,
+            tags=list(key.tags), created=self.now(), expiry=expiry, key_id=key.id,
+        )  # fmt: skip
+        self.nodes[node.id] = node
+        return node
+
+    def device_json(self, device: Node) -> dict[str, Any]:
+        return self.node_json(device)
+
+    # JSON shapes (proto3 JSON: lowerCamelCase, uint64 as strings, unpopulated fields kept).
+
+    def user_json(self, user: HsUser) -> dict[str, Any]:
+        return {
+            "id": str(user.id), "name": user.name, "createdAt": stamp(user.created),
+            "displayName": "", "email": user.email, "providerId": "", "provider": "",
+            "profilePicUrl": "",
+        }  # fmt: skip
+
+    def key_json(self, key: PreAuthKey, *, secret: bool = False) -> dict[str, Any]:
+        user = self.users.get(key.user_id) if key.user_id is not None else None
+        return {
+            "user": self.user_json(user) if user else None, "id": str(key.id),
+            "key": key.secret if secret else f"hskey-auth-{key.prefix}-***",
+            "reusable": key.reusable, "ephemeral": key.ephemeral, "used": key.used,
+            "expiration": stamp(key.expiration), "createdAt": stamp(key.created),
+            "aclTags": list(key.tags),
+        }  # fmt: skip
+
+    def node_json(self, node: Node) -> dict[str, Any]:
+        owner = self.users.get(node.user_id) if node.user_id is not None else None
+        user = TAGGED_DEVICES if node.tags or owner is None else self.user_json(owner)
+        key = self.keys.get(node.key_id) if node.key_id is not None else None
+        return {
+            "id": str(node.id), "machineKey": f"mkey:{node.id:064x}",
+            "nodeKey": f"nodekey:{node.id:064x}", "discoKey": f"discokey:{node.id:064x}",
+            "ipAddresses": list(node.addresses), "name": node.hostname, "user": user,
+            "lastSeen": stamp(self.now()), "expiry": stamp(node.expiry),
+            "preAuthKey": self.key_json(key) if key else None, "createdAt": stamp(node.created),
+            "registerMethod": "REGISTER_METHOD_AUTH_KEY", "givenName": node.given_name,
+            "online": True, "approvedRoutes": [], "availableRoutes": [], "subnetRoutes": [],
+            "tags": list(node.tags),
+        }  # fmt: skip
+
+    # Machinery.
+
+    def _user_token(self, token: str) -> str | None:
+        """`alice@` by name, `alice@example.com` by e-mail, as a user's name; else None."""
+        if "@" not in token or token.startswith(("group:", "tag:", "autogroup:")):
+            return None
+        for user in self.users.values():
+            if token in (f"{user.name}@", user.email):
+                return user.name
+        return token.lower()
+
+    def _guarded(self, handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def guarded(request: web.Request) -> web.Response:
+            scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+            if scheme != "Bearer" or token.strip() not in self.api_keys:
+                return web.Response(status=401, text="Unauthorized")
+            request["record"].principal = "api-key"
+            try:
+                return web.json_response(await handler(request))
+            except Refusal as refusal:
+                return self.error(refusal.status, refusal.message)
+
+        return guarded
+
+    def _node(self, request: web.Request) -> Node:
+        raw = request.match_info["id"]
+        if not raw.isdigit():
+            raise Refusal(400, f'type mismatch, parameter: node_id, error: invalid syntax "{raw}"')
+        node = self.nodes.get(int(raw))
+        if node is None:
+            raise Refusal(404, "node not found")
+        return node
+
+    def _body(self, request: web.Request) -> dict[str, Any]:
+        body = request["record"].body
+        if body is None:
+            return {}
+        if not isinstance(body, dict):
+            raise Refusal(400, "invalid JSON body")
+        return body
+
+    # Nodes.
+
+    async def _list_nodes(self, request: web.Request) -> dict[str, Any]:
+        wanted = request.query.get("user")
+        nodes = [
+            n for n in sorted(self.nodes.values(), key=lambda n: n.id)
+            if wanted is None or (n.user_id and self.users[n.user_id].name == wanted)
+        ]  # fmt: skip
+        return {"nodes": [self.node_json(n) for n in nodes]}
+
+    async def _get_node(self, request: web.Request) -> dict[str, Any]:
+        return {"node": self.node_json(self._node(request))}
+
+    async def _delete_node(self, request: web.Request) -> dict[str, Any]:
+        del self.nodes[self._node(request).id]
+        return {}
+
+    async def _set_tags(self, request: web.Request) -> dict[str, Any]:
+        tags = self._body(request).get("tags") or []
+        if not tags:
+            raise Refusal(
+                400, "cannot remove all tags from a node - tagged nodes must have at least one tag"
+            )
+        for tag in tags:
+            if not str(tag).startswith("tag:") or str(tag).lower() != tag:
+                raise Refusal(500, "tag must start with the string 'tag:' and be lowercase")
+        node = self._node(request)
+        policy = self.parse(self.policy_text or "")
+        bad = [t for t in tags if not valid_tag(t) or policy.tag_owners(t) is None]
+        if bad:
+            raise Refusal(400, f"requested tags [{' '.join(bad)}] are invalid or not permitted")
+        node.tags, node.expiry = sorted(set(tags)), None
+        return {"node": self.node_json(node)}
+
+    async def _expire_node(self, request: web.Request) -> dict[str, Any]:
+        node = self._node(request)
+        disable = request.query.get("disableExpiry", request.query.get("disable_expiry"))
+        expiry = request.query.get("expiry")
+        if disable == "true" and expiry:
+            raise Refusal(400, "cannot set both disable_expiry and expiry")
+        if disable == "true":
+            node.expiry = None
+        else:
+            node.expiry = datetime.fromisoformat(expiry) if expiry else self.now()
+        return {"node": self.node_json(node)}
+
+    # Pre-auth keys.
+
+    async def _create_key(self, request: web.Request) -> dict[str, Any]:
+        body = self._body(request)
+        tags = [str(t) for t in body.get("aclTags") or []]
+        for tag in tags:
+            if not tag.startswith("tag:") or tag.lower() != tag:
+                raise Refusal(400, "tag must start with the string 'tag:'")
+        user_id = int(body["user"]) if str(body.get("user") or "0") != "0" else None
+        if user_id is None and not tags:
+            raise Refusal(500, "auth-key must be either tagged or owned by user")
+        if user_id is not None and user_id not in self.users:
+            raise Refusal(500, "user not found")
+        expiration = _time(body.get("expiration"))
+        prefix = secrets.token_urlsafe(9)[:12]
+        key = PreAuthKey(
+            id=next(self._key_ids), prefix=prefix,
+            secret=f"hskey-auth-{prefix}-{secrets.token_hex(32)}", user_id=user_id,
+            tags=sorted(set(tags)), expiration=expiration, created=self.now(),
+            reusable=bool(body.get("reusable")), ephemeral=bool(body.get("ephemeral")),
+        )  # fmt: skip
+        self.keys[key.id] = key
+        return {"preAuthKey": self.key_json(key, secret=True)}
+
+    async def _list_keys(self, request: web.Request) -> dict[str, Any]:
+        keys = sorted(self.keys.values(), key=lambda k: k.id)
+        return {"preAuthKeys": [self.key_json(k) for k in keys]}
+
+    async def _expire_key(self, request: web.Request) -> dict[str, Any]:
+        key = self.keys.get(int(str(self._body(request).get("id") or 0)))
+        if key is not None:  # an UPDATE … WHERE id = ?: an unknown id changes nothing
+            key.expiration = self.now()
+        return {}
+
+    async def _delete_key(self, request: web.Request) -> dict[str, Any]:
+        self.keys.pop(int(request.query.get("id", "0")), None)
+        return {}
+
+    # Policy.
+
+    async def _get_policy(self, request: web.Request) -> dict[str, Any]:
+        if self.policy_text is None:
+            raise Refusal(500, "loading ACL from database: record not found")
+        return {"policy": self.policy_text, "updatedAt": stamp(self.policy_updated)}
+
+    def _checked(self, text: str) -> str | None:
+        """What is wrong with `text` (parse, rules, failing tests), or None."""
+        try:
+            failures = self.parse(text).run_tests()
+        except PolicyError as exc:
+            return str(exc)
+        if failures:
+            return "test(s) failed:\n" + "\n".join(f.headscale() for f in failures)
+        return None
+
+    async def _put_policy(self, request: web.Request) -> dict[str, Any]:
+        if self.policy_mode != "database":
+            raise Refusal(500, "update is disabled for modes other than 'database'")
+        text = str(self._body(request).get("policy") or "")
+        problem = self._checked(text)
+        if problem:
+            raise Refusal(500, f"setting policy: {problem}")
+        self.policy_text, self.policy_updated = text, self.now()
+        return {"policy": text, "updatedAt": stamp(self.policy_updated)}
+
+    async def _check_policy(self, request: web.Request) -> dict[str, Any]:
+        problem = self._checked(str(self._body(request).get("policy") or ""))
+        if problem:
+            raise Refusal(400, problem)
+        return {}
+
+
+def _time(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
