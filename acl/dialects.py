@@ -47,7 +47,9 @@ class Dialect:
 
     def is_user(self, text: str) -> bool:
         """Whether `text` names a user in this dialect."""
-        return is_email(text) or (self.name == "headscale" and text.endswith("@") and "@" not in text[:-1])
+        return is_email(text) or (
+            self.name == "headscale" and text.endswith("@") and "@" not in text[:-1]
+        )
 
 
 _HEADSCALE_AUTOGROUPS = frozenset({"internet", "member", "nonroot", "tagged", "self", "danger-all"})

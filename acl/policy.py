@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from acl.dialects import Dialect, dialect, is_email, tag_problem
-from acl.merge import merge
+from acl.hujson import HuJSONError, loads
+from acl.merge import merge, strip_generated
 from provisioner.errors import ConfigError, InvalidInput
 from provisioner.requests import login_name, owner_tag
 
@@ -70,12 +71,28 @@ def render(
     config: PolicyConfig, owners: Iterable[str], *, dialect: str, base: str | None = None
 ) -> RenderedPolicy:
     """The policy: the generated sections merged into `base` (a minimal one when None)."""
-    generated = generate(config, owners, dialect)
-    text, kept = merge(DEFAULT_BASE if base is None else base, generated.sections)
+    base = DEFAULT_BASE if base is None else base
+    generated = generate(config, owners, dialect, base_groups=_base_groups(base))
+    text, kept = merge(base, generated.sections)
     return RenderedPolicy(text, generated.warnings + tuple(kept))
 
 
-def generate(config: PolicyConfig, owners: Iterable[str], dialect_name: str) -> Generated:
+def _base_groups(base: str) -> Mapping[str, Any]:
+    """The groups the base defines itself (they win over generated ones of the same name)."""
+    try:
+        groups = loads(strip_generated(base)).get("groups")
+    except (HuJSONError, InvalidInput, AttributeError):
+        return {}  # merge says what is wrong with the base
+    return groups if isinstance(groups, dict) else {}
+
+
+def generate(
+    config: PolicyConfig,
+    owners: Iterable[str],
+    dialect_name: str,
+    *,
+    base_groups: Mapping[str, Any] | None = None,
+) -> Generated:
     """groups, tagOwners, acls, ssh and tests for these owners, in `dialect_name`."""
     spoken = dialect(dialect_name)
     _check_config(config)
@@ -83,13 +100,15 @@ def generate(config: PolicyConfig, owners: Iterable[str], dialect_name: str) -> 
     groups = _groups(config, spoken, warnings)
     people = _owners(config, owners, spoken, warnings)
     ops_group = f"group:{config.ops_group}"
-    ops = (ops_group,) if groups.get(ops_group) else ()
+    effective = {**groups, **(base_groups or {})}
+    ops_users = {m.lower() for m in effective.get(ops_group) or () if isinstance(m, str)}
+    ops = (ops_group,) if ops_users else ()
     if not ops:
         warnings.append(
             f"no members in {ops_group} (PROVISIONER_GROUPS): ops get no access, and the tags are "
             f"owned by {', '.join((config.provisioner_tag, *spoken.admins))} only"
         )
-    facts = _Facts(config, people, ops, set(groups.get(ops_group, ())))
+    facts = _Facts(config, people, ops, ops_users)
     sections = {
         "groups": groups,
         "tagOwners": facts.tag_owners(ops or spoken.admins),
@@ -102,7 +121,7 @@ def generate(config: PolicyConfig, owners: Iterable[str], dialect_name: str) -> 
 
 def _check_config(config: PolicyConfig) -> None:
     tags = [config.provisioner_tag, *config.node_tags, *config.workspace_tags]
-    problems = [p for p in map(tag_problem, tags + [config.api_tag or "tag:x"]) if p]
+    problems = [p for p in map(tag_problem, [*tags, config.api_tag or "tag:x"]) if p]
     if problems:
         raise ConfigError(f"tailnet tags: {'; '.join(problems)}")
     if config.owner_ssh_action not in ("check", "accept"):
@@ -172,7 +191,9 @@ class _Facts:
     def tag_owners(self, ops: tuple[str, ...]) -> dict[str, list[str]]:
         config = self.config
         managed = [config.provisioner_tag, *ops]
-        out = {tag: managed for tag in (*config.node_tags, *config.workspace_tags, *self.owner_tags)}
+        out = {
+            tag: managed for tag in (*config.node_tags, *config.workspace_tags, *self.owner_tags)
+        }
         out[config.provisioner_tag] = list(ops)
         if config.api_tag:
             out[config.api_tag] = list(ops)
