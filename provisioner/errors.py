@@ -15,6 +15,7 @@ ProvisionerError                 code: snake_case, message: a sentence for human
 ├── TailnetRefused               the tailnet API refused our credentials or request (not retried)
 ├── PlaybookFailed               a playbook ran and failed, or was refused before it ran
 ├── OnboardingFailed             a guest came up without the owner's account, groups or keys
+├── Cancelled                    the operation was cancelled on request (between or inside steps)
 └── InfrastructureError          a node, hypervisor or store failed (503)
     ├── NodeUnavailable          the node could not be reached
     ├── GuestUnreachable         a workspace's guest did not answer over SSH (yet)
@@ -124,6 +125,12 @@ class OnboardingFailed(ProvisionerError):
     """A guest answered SSH but cloud-init failed or the owner's account is not in place."""
 
     code = "onboarding_failed"
+
+
+class Cancelled(ProvisionerError):
+    """The operation was cancelled on request; a long step may raise it from inside."""
+
+    code = "cancelled"
 
 
 class InfrastructureError(ProvisionerError):

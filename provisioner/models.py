@@ -65,6 +65,7 @@ class OperationKind(StrEnum):
     STOP = "stop"
     REBOOT = "reboot"
     REBUILD = "rebuild"
+    PLAYBOOK = "playbook"
 
 
 class StepState(StrEnum):
@@ -303,6 +304,16 @@ class Operation:
     attempts: int = 0
     fence: int = 0
     cancel_requested: bool = False
+
+
+@dataclass(frozen=True)
+class OutputLine:
+    """One line a step printed (ansible's output), redacted before it was stored."""
+
+    id: int
+    step: str
+    at: datetime
+    line: str
 
 
 @dataclass(frozen=True)

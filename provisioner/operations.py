@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from provisioner.audit import record
-from provisioner.errors import InfrastructureError, LeaseLost, ProvisionerError
+from provisioner.errors import Cancelled, InfrastructureError, LeaseLost, ProvisionerError
 from provisioner.ids import new_id
 from provisioner.metrics import Metrics
 from provisioner.models import (
@@ -32,10 +32,6 @@ from provisioner.steps import RECIPES, Recipe, StepDef
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 TRANSIENT_RETRIES = (0.5, 1.0, 2.0)
-
-
-class Cancelled(Exception):
-    """The operation was cancelled by request between two steps."""
 
 
 class OperationRunner:
@@ -213,7 +209,7 @@ class OperationRunner:
         op = claim.operation
         recipe = RECIPES[op.kind]
         try:
-            ctx = await self._contexts.build(op.workspace_id)
+            ctx = await self._contexts.build(op.workspace_id, op)
         except ProvisionerError as error:
             return await self._finish(claim, OperationState.FAILED, error.message)
         self._node_of[op.id] = ctx.node.name
@@ -248,7 +244,7 @@ class OperationRunner:
             return
         async with self._store.read() as tx:
             if await tx.cancel_requested(claim.operation.id):
-                raise Cancelled
+                raise Cancelled("cancelled on request")
 
     async def _run_step(self, claim: Claim, step: StepDef, ctx: StepContext) -> None:
         """Record, run (retrying transient failures) and record the outcome of one step."""

@@ -2,18 +2,61 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from provisioner.catalog import Catalog
 from provisioner.errors import InvalidInput
 from provisioner.fleet import Fleet
-from provisioner.models import Capacity, Image, Node, Workspace
-from provisioner.ports import Hypervisor, NodeLink, SeedMaker, Store, Tailnet
+from provisioner.models import Capacity, Image, Node, Operation, Workspace
+from provisioner.ports import Hypervisor, NodeLink, PlaybookRunner, SeedMaker, Store, Tailnet
 
 Save = Callable[[str, dict[str, Any]], Awaitable[Workspace | None]]
+Output = Callable[[str, Sequence[str]], Awaitable[None]]
+
+
+async def _never_cancelled() -> bool:
+    """The cancel check of a context built outside an operation."""
+    return False
+
+
+async def _no_output(step: str, lines: Sequence[str]) -> None:
+    """Where output goes when no operation keeps it."""
+
+
+class ResolvedPlaybook(Protocol):
+    """A validated playbook's files, as the catalogue resolved them."""
+
+    @property
+    def directory(self) -> Path:
+        """The directory holding the playbook."""
+        ...
+
+    @property
+    def entry(self) -> str:
+        """The playbook file inside it, e.g. site.yml."""
+        ...
+
+
+class PlaybookSource(Protocol):
+    """Looks a playbook up by the content digest it was resolved to."""
+
+    def by_digest(self, digest: str) -> ResolvedPlaybook:
+        """The playbook stored under `digest` (NotFound if it is gone)."""
+        ...
+
+
+@dataclass(frozen=True)
+class PlaybookTools:
+    """What running playbooks needs: the catalogue, a runner, our guest key and a time limit."""
+
+    catalog: PlaybookSource
+    runner: PlaybookRunner
+    private_key: Path
+    timeout: float = 1800.0
 
 
 @dataclass(frozen=True)
@@ -60,6 +103,10 @@ class StepContext:
     timeouts: Timeouts = field(default_factory=Timeouts)
     tailnet: Tailnet | None = None
     join: TailnetJoin = field(default_factory=TailnetJoin)
+    playbooks: PlaybookTools | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    output: Output = _no_output
+    cancel_requested: Callable[[], Awaitable[bool]] = _never_cancelled
 
     async def remember(self, **changes: Any) -> None:
         """Store facts about the workspace (its address, its guest's key) before relying on them."""
@@ -83,15 +130,17 @@ class StepContexts:
         timeouts: Timeouts | None = None,
         tailnet: Tailnet | None = None,
         join: TailnetJoin | None = None,
+        playbooks: PlaybookTools | None = None,
     ) -> None:
         self._store, self._catalog, self._fleet = store, catalog, fleet
         self._seeds, self._clock = seeds, clock
         self._login = login or GuestLogin()
         self._timeouts = timeouts or Timeouts()
         self._tailnet, self._join = tailnet, join or TailnetJoin()
+        self._playbooks = playbooks
 
-    async def build(self, workspace_id: str) -> StepContext:
-        """The context of an operation on this workspace."""
+    async def build(self, workspace_id: str, operation: Operation | None = None) -> StepContext:
+        """The context of `operation` (or of any operation) on this workspace."""
         async with self._store.read() as tx:
             ws = await tx.get_workspace(workspace_id)
             if ws is None:
@@ -118,7 +167,26 @@ class StepContexts:
             timeouts=self._timeouts,
             tailnet=self._tailnet,
             join=self._join,
+            playbooks=self._playbooks,
+            **(self._of_operation(operation) if operation else {}),
         )
+
+    def _of_operation(self, operation: Operation) -> dict[str, Any]:
+        """The parts of a context that belong to one operation: params, output, cancel."""
+
+        async def output(step: str, lines: Sequence[str]) -> None:
+            async with self._store.transaction() as tx:
+                await tx.append_output(operation.id, step, lines, self._clock())
+
+        async def cancel_requested() -> bool:
+            async with self._store.read() as tx:
+                return await tx.cancel_requested(operation.id)
+
+        return {
+            "params": operation.params,
+            "output": output,
+            "cancel_requested": cancel_requested,
+        }
 
     async def _save(self, workspace_id: str, changes: dict[str, Any]) -> Workspace | None:
         """Write workspace fields a step learnt."""

@@ -18,6 +18,7 @@ from provisioner.domain_steps import (
 )
 from provisioner.guest_steps import onboard_guest, wait_for_address, wait_for_ssh
 from provisioner.models import OperationKind, OperationState, WorkspaceState
+from provisioner.playbook_steps import run_playbooks
 from provisioner.step_context import StepContext
 from provisioner.tailnet_steps import join_tailnet, leave_tailnet
 from provisioner.volume_steps import delete_disk, delete_seed, prepare_disk, write_seed
@@ -66,6 +67,7 @@ DROP_DISK = StepDef("delete_disk", delete_disk)
 DROP_SEED = StepDef("delete_seed", delete_seed)
 JOIN = StepDef("join_tailnet", join_tailnet)
 ONBOARD = StepDef("onboard", onboard_guest)
+PLAYBOOKS = StepDef("run_playbooks", run_playbooks)
 LEAVE = StepDef("leave_tailnet", leave_tailnet)
 # Everything a workspace owns on its node and on the tailnet, in the order it is taken apart.
 TEAR_DOWN = (DESTROY, UNDEFINE, DROP_DISK, DROP_SEED, LEAVE)
@@ -73,7 +75,7 @@ BOOT = (START, ADDRESS, SSH)
 
 RECIPES: dict[OperationKind, Recipe] = {
     OperationKind.CREATE: Recipe(
-        steps=(DISK, SEED, DEFINE, *BOOT, JOIN, ONBOARD),
+        steps=(DISK, SEED, DEFINE, *BOOT, JOIN, ONBOARD, PLAYBOOKS),
         on_success=WorkspaceState.RUNNING,
         on_failure=WorkspaceState.FAILED,
         compensation=TEAR_DOWN,
@@ -99,5 +101,9 @@ RECIPES: dict[OperationKind, Recipe] = {
         on_success=WorkspaceState.RUNNING,
         on_failure=WorkspaceState.FAILED,
         cancellable_while_running=False,
+    ),
+    # Runs in a workspace that stays as it is, whether the playbook succeeds or fails.
+    OperationKind.PLAYBOOK: Recipe(
+        steps=(PLAYBOOKS,), on_success=WorkspaceState.RUNNING, on_failure=None
     ),
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 
+from provisioner.domain_steps import require_domain
 from provisioner.errors import TimedOut
 from provisioner.models import TailnetReach
 from provisioner.ports import AuthKey, Tailnet, TailnetDevice
@@ -53,6 +54,7 @@ async def mint_join_key(ctx: StepContext) -> AuthKey | None:
 
 async def join_tailnet(ctx: StepContext) -> str:
     """Find the guest's device by hostname, make its tags right and record its addresses."""
+    await require_domain(ctx)
     if ctx.tailnet is None:
         return "skipped: Tailscale is off"
     ws = ctx.workspace

@@ -56,6 +56,7 @@ async def test_create_defines_and_starts_a_domain_then_delete_removes_it(
         "wait_for_ssh",
         "join_tailnet",
         "onboard",
+        "run_playbooks",
     ]
     domain = driver_domain(ws["domain"])
     assert domain is not None and domain.isActive()

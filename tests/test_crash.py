@@ -37,6 +37,7 @@ CREATE_STEPS = [
     "wait_for_ssh",
     "join_tailnet",
     "onboard",
+    "run_playbooks",
 ]
 COMPENSATION_STEPS = [
     "undo_destroy_domain",

@@ -8,7 +8,8 @@ import shlex
 import shutil
 import socket
 import tempfile
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -109,6 +110,22 @@ class SshLink:
     async def check(self) -> None:
         """Raise unless the node accepts us (NodeUntrusted, NodeUnavailable)."""
         await self._locked(self._connected)
+
+    @asynccontextmanager
+    async def guest_tunnel(self, address: str) -> AsyncIterator[int]:
+        """A port on 127.0.0.1 forwarded, over the verified node connection, to a guest's sshd."""
+        conn = await self._locked(self._connected)
+        try:
+            listener = await conn.forward_local_port("127.0.0.1", 0, address, self._guest_port)
+        except (OSError, asyncssh.Error) as exc:
+            raise GuestUnreachable(
+                f"could not forward a port to guest {address} via node {self._node.name}: "
+                f"{_reason(exc)}"
+            ) from None
+        try:
+            yield listener.get_port()
+        finally:
+            listener.close()
 
     async def close(self) -> None:
         """Close the forwarder and the connection; safe to call twice."""

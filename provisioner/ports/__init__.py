@@ -22,6 +22,7 @@ from provisioner.models import (
     Node,
     Operation,
     OperationState,
+    OutputLine,
     Plan,
     SshKey,
     Step,
@@ -177,6 +178,10 @@ class NodeLink(Protocol):
 
     async def check(self) -> None:
         """Raise unless the node accepts us (NodeUntrusted, NodeUnavailable)."""
+        ...
+
+    def guest_tunnel(self, address: str) -> AbstractAsyncContextManager[int]:
+        """A port on 127.0.0.1 that reaches the guest's sshd through the node, while open."""
         ...
 
     async def close(self) -> None:
@@ -341,6 +346,18 @@ class Transaction(Protocol):
 
     async def record_step(self, claim: Claim, step: Step) -> bool:
         """Insert or update the step with this name; False if the claim is stale."""
+        ...
+
+    async def append_output(
+        self, operation_id: str, step: str, lines: Sequence[str], at: datetime
+    ) -> None:
+        """Append lines printed by `step` of the operation."""
+        ...
+
+    async def operation_output(
+        self, operation_id: str, *, after: int, limit: int
+    ) -> list[OutputLine]:
+        """The operation's output lines after the id `after`, oldest first."""
         ...
 
     async def request_cancel(self, operation_id: str, now: datetime) -> bool:

@@ -29,6 +29,7 @@ CREATE_STEPS = [
     "wait_for_ssh",
     "join_tailnet",
     "onboard",
+    "run_playbooks",
 ]
 
 

@@ -256,3 +256,15 @@ ssh_keys = sa.Table(
     sa.Column("public_key", sa.Text, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
 )
+
+# What long steps print (ansible's output), redacted, in the order it came.
+operation_output = sa.Table(
+    "operation_output",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("operation_id", sa.String(40), nullable=False),
+    sa.Column("step", sa.String(64), nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("line", sa.Text, nullable=False),
+    sa.Index("ix_operation_output_operation_id", "operation_id", "id"),
+)

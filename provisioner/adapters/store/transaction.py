@@ -7,10 +7,17 @@ from provisioner.adapters.store.approval_queries import ApprovalQueries
 from provisioner.adapters.store.chat_queries import ChatQueries
 from provisioner.adapters.store.node_queries import NodeQueries
 from provisioner.adapters.store.operation_queries import OperationQueries
+from provisioner.adapters.store.output_queries import OutputQueries
 from provisioner.adapters.store.workspace_queries import WorkspaceQueries
 
 
 class SqlTransaction(
-    WorkspaceQueries, OperationQueries, ApprovalQueries, AccessQueries, ChatQueries, NodeQueries
+    WorkspaceQueries,
+    OperationQueries,
+    OutputQueries,
+    ApprovalQueries,
+    AccessQueries,
+    ChatQueries,
+    NodeQueries,
 ):
     """All queries, bound to one open connection inside a transaction."""
