@@ -29,6 +29,7 @@ from typing import Any
 from aiohttp import web
 
 from tests.fakes.tailnet_common import (
+    RECORD,
     Addresses,
     FakeTailnetServer,
     JoinRefused,
@@ -220,7 +221,7 @@ class FakeHeadscale(FakeTailnetServer):
             scheme, _, token = request.headers.get("Authorization", "").partition(" ")
             if scheme != "Bearer" or token.strip() not in self.api_keys:
                 return web.Response(status=401, text="Unauthorized")
-            request["record"].principal = "api-key"
+            request[RECORD].principal = "api-key"
             try:
                 return web.json_response(await handler(request))
             except Refusal as refusal:
@@ -238,7 +239,7 @@ class FakeHeadscale(FakeTailnetServer):
         return node
 
     def _body(self, request: web.Request) -> dict[str, Any]:
-        body = request["record"].body
+        body = request[RECORD].body
         if body is None:
             return {}
         if not isinstance(body, dict):

@@ -59,6 +59,9 @@ class Recorded:
     status: int = 0
 
 
+RECORD = web.RequestKey("record", Recorded)
+
+
 @dataclass
 class Fault:
     """An injected misbehaviour for matching requests: an error status and/or a delay."""
@@ -213,7 +216,7 @@ class FakeTailnetServer:
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         record = Recorded(request.method, request.path, _query(request), await _body(request))
         self.requests.append(record)
-        request["record"] = record
+        request[RECORD] = record
         response = await self._faulted(request) or await handler(request)
         record.status = response.status
         return response
@@ -234,7 +237,7 @@ class FakeTailnetServer:
         return None
 
     async def _http_register(self, request: web.Request) -> web.Response:
-        body = request["record"].body
+        body = request[RECORD].body
         if not isinstance(body, dict) or not body.get("authKey") or not body.get("hostname"):
             return self.error(400, "want {authKey, hostname}")
         try:

@@ -26,7 +26,14 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.tailnet_common import Addresses, JoinRefused, Refusal, dns_label, unique_label
+from tests.fakes.tailnet_common import (
+    RECORD,
+    Addresses,
+    JoinRefused,
+    Refusal,
+    dns_label,
+    unique_label,
+)
 from tests.fakes.tailnet_policy import valid_tag
 from tests.fakes.tailscale_acl import TailscaleACL
 from tests.fakes.tailscale_auth import ADMIN_ROLES, Principal
@@ -116,6 +123,7 @@ class FakeTailscale(TailscaleACL):
     def __init__(self, *, domain: str = "tail1234.ts.net", **options: Any) -> None:
         super().__init__(**options)
         self.domain = domain
+        self.filters_supported = True  # False: ignore field=value filters, like older tailnets
         self.devices: dict[str, Device] = {}
         self.keys: dict[str, Key] = {}
         self._addresses = Addresses(first=0x2A4E)
@@ -194,7 +202,11 @@ class FakeTailscale(TailscaleACL):
             "tags": list(device.tags), "isEphemeral": device.is_ephemeral,
             "enabledRoutes": [], "advertisedRoutes": [], "sshEnabled": False,
         }  # fmt: skip
-        return full if "all" in fields.split(",") else {k: full[k] for k in DEFAULT_FIELDS}
+        return (
+            full
+            if "all" in fields.split(",")
+            else {k: full[k] for k in DEFAULT_FIELDS if k in full}
+        )
 
     def find(self, device_id: str) -> Device:
         """A device by nodeId or legacy numeric id; 404 otherwise."""
@@ -230,6 +242,7 @@ class FakeTailscale(TailscaleACL):
                 continue
             shown.append(self.device_json(device, fields))
         filters = [(k, v) for k, v in request.query.items() if k != "fields"]
+        filters = filters if self.filters_supported else []
         for key, _ in filters:
             if key not in ALL_FIELDS:
                 raise Refusal(400, f"invalid filter field {key!r}")
@@ -251,7 +264,7 @@ class FakeTailscale(TailscaleACL):
         device = self.find(request.match_info["id"])
         if device.is_external:
             raise Refusal(404, "no manageable device matching this ID found")
-        body = request["record"].body
+        body = request[RECORD].body
         tags = body.get("tags") if isinstance(body, dict) else None
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
             raise Refusal(400, 'invalid request body: want {"tags": [...]}')
@@ -265,7 +278,7 @@ class FakeTailscale(TailscaleACL):
 
     async def _set_key_expiry(self, request: web.Request, who: Principal) -> web.Response:
         device = self.find(request.match_info["id"])
-        body = request["record"].body
+        body = request[RECORD].body
         if not isinstance(body, dict) or not isinstance(body.get("keyExpiryDisabled"), bool):
             raise Refusal(400, 'invalid request body: want {"keyExpiryDisabled": bool}')
         device.key_expiry_disabled = body["keyExpiryDisabled"]
@@ -292,7 +305,7 @@ class FakeTailscale(TailscaleACL):
         return body
 
     async def _create_key(self, request: web.Request, who: Principal) -> web.Response:
-        body = request["record"].body
+        body = request[RECORD].body
         if not isinstance(body, dict) or not isinstance(
             body.get("capabilities", {}).get("devices"), dict
         ):

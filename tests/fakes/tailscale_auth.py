@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.tailnet_common import FakeTailnetServer, Refusal
+from tests.fakes.tailnet_common import RECORD, FakeTailnetServer, Refusal
 
 ADMIN_ROLES = frozenset({"owner", "admin", "network-admin"})
 # Our wording where Tailscale documents none.
@@ -139,7 +139,7 @@ class TailscaleAuth(FakeTailnetServer):
         async def guarded(request: web.Request) -> web.StreamResponse:
             try:
                 who = self.authenticate(request)
-                request["record"].principal = who.name
+                request[RECORD].principal = who.name
                 tailnet = request.match_info.get("tailnet")
                 if tailnet is not None and tailnet not in ("-", self.tailnet_id):
                     raise Refusal(404, WRONG_TAILNET)
@@ -169,7 +169,7 @@ class TailscaleAuth(FakeTailnetServer):
         return found.principal
 
     async def _token_endpoint(self, request: web.Request) -> web.Response:
-        form = request["record"].body if isinstance(request["record"].body, dict) else {}
+        form = request[RECORD].body if isinstance(request[RECORD].body, dict) else {}
         client_id, secret = form.get("client_id"), form.get("client_secret")
         scheme, _, value = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() == "basic":
@@ -184,7 +184,7 @@ class TailscaleAuth(FakeTailnetServer):
         client = self.oauth_clients.get(str(client_id))
         if client is None or not secrets.compare_digest(client.secret, str(secret)):
             return _oauth_error(401, "invalid_client", "unknown client or wrong secret")
-        request["record"].principal = f"oauth:{client.id}"
+        request[RECORD].principal = f"oauth:{client.id}"
         scopes = split_list(form.get("scope")) or sorted(client.scopes)
         if not all(grants(client.scopes, s) for s in scopes):
             return _oauth_error(400, "invalid_scope", "a requested scope is not granted")
