@@ -127,6 +127,12 @@ class PolicyPublisher:
         owners = await self._owners.policy_owners()
         return render(self._config, owners, dialect=self.dialect, base=base)
 
+    async def preview(self) -> RenderedPolicy:
+        """The policy push would write; reads the live one only when it is the base."""
+        if self._base_path is None and self.tailnet is not None:
+            return await self.render(await self.tailnet.get_policy())
+        return await self.render()
+
     async def diff(self) -> tuple[str, RenderedPolicy]:
         """The unified diff from the live policy to the rendered one, and the rendering."""
         live = await self._require_tailnet().get_policy()
