@@ -35,6 +35,7 @@ from provisioner.requests import (
     Idempotency,
     check_playbooks,
     owner_for,
+    owner_tag,
     ttl_hours,
     workspace_name,
 )
@@ -74,10 +75,12 @@ class Provisioner:
         wake_workers: Callable[[], None],
         *,
         quota: Quota | None = None,
+        tag_owners: bool = False,
     ) -> None:
         self.catalog = catalog
         self.nodes = Nodes(store, fleet, clock)
         self._quota = quota or Quota()
+        self._tag_owners = tag_owners  # a tailnet is on: every owner needs a valid tag
         self._store, self._fleet, self._clock, self._wake = store, fleet, clock, wake_workers
 
     async def create_workspace(
@@ -85,6 +88,8 @@ class Provisioner:
     ) -> tuple[Workspace, Operation]:
         """Validate, place and record a new workspace and its create operation."""
         owner = owner_for(actor, request.owner)
+        if self._tag_owners:
+            owner_tag(owner)
         plan = self.catalog.plan(request.plan)
         if request.image not in self.catalog.images:
             # Perhaps imported a moment ago by another process: look in the store first.

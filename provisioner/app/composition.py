@@ -26,6 +26,7 @@ from provisioner.adapters.keyfiles import ensure_keypair, write_key_from_base64
 from provisioner.adapters.libvirt import LibvirtHypervisor
 from provisioner.adapters.store.engine import SqlStore
 from provisioner.app import http_processes
+from provisioner.app.tailnet import build_tailnet, tailnet_join, tailnet_reconciler
 from provisioner.approvals import Approvals
 from provisioner.audit import AuditTrail
 from provisioner.catalog import Catalog
@@ -36,7 +37,7 @@ from provisioner.keys import SshKeys
 from provisioner.metrics import Metrics
 from provisioner.models import SYSTEM_ACTOR, Node, Role
 from provisioner.operations import OperationRunner
-from provisioner.ports import HostKeyReporter, HostKeySighting
+from provisioner.ports import HostKeyReporter, HostKeySighting, Tailnet
 from provisioner.reconcile import Reconciler
 from provisioner.service import Provisioner
 from provisioner.settings import Settings
@@ -99,6 +100,7 @@ class System:
     tokens: Tokens
     audit: AuditTrail
     bot: SlackBot | None
+    tailnet: Tailnet | None = None
 
     def api(self) -> web.Application:
         """The HTTP application over this system (with the Slack endpoint when Slack is on)."""
@@ -151,6 +153,7 @@ async def built(settings: Settings) -> AsyncIterator[System]:
         await core.nodes.report_host_key(sighting)
 
     fleet = Fleet((), node_access(settings, report), stored_nodes)
+    tailnet = build_tailnet(settings.tailnet)
     try:
         async with store.transaction() as tx:
             await tx.sync_catalog(settings.nodes, settings.plans, settings.images)
@@ -167,6 +170,8 @@ async def built(settings: Settings) -> AsyncIterator[System]:
             now,
             login=login,
             timeouts=Timeouts(boot=settings.boot_timeout),
+            tailnet=tailnet,
+            join=tailnet_join(settings.tailnet),
         )
         runner = OperationRunner(
             store,
@@ -183,13 +188,21 @@ async def built(settings: Settings) -> AsyncIterator[System]:
             if settings.serve_role == "http"
             else runner.wake
         )
-        core = Provisioner(store, catalog, fleet, now, wake, quota=settings.quota)
+        core = Provisioner(
+            store, catalog, fleet, now, wake, quota=settings.quota, tag_owners=tailnet is not None
+        )
         approvals = Approvals(store, now, wake)
         tokens = Tokens(store, now)
         bot = slack_bot(settings, core, approvals, store)
         if bot is not None:
             runner.on_progress(bot.deps.wake_sync.set)
-        reconciler = Reconciler(store, fleet, now, grace=settings.orphan_grace)
+        reconciler = Reconciler(
+            store,
+            fleet,
+            now,
+            grace=settings.orphan_grace,
+            tailnet=tailnet_reconciler(settings, store, tailnet, now),
+        )
         yield System(
             settings,
             store,
@@ -203,8 +216,11 @@ async def built(settings: Settings) -> AsyncIterator[System]:
             tokens,
             AuditTrail(store),
             bot,
+            tailnet,
         )
     finally:
+        if tailnet is not None:
+            await tailnet.close()
         await fleet.close()
         await store.close()
 
@@ -282,6 +298,13 @@ async def upkeep(system: System) -> None:
     await system.fleet.refresh()
     await system.fleet.survey(timeout=10.0)
     findings = await system.reconciler.run()
+    devices = findings.devices
+    if devices.orphans or devices.removed:
+        log.info(
+            "reconcile: %d tailnet device(s) of no workspace found, %d removed",
+            len(devices.orphans),
+            len(devices.removed),
+        )
     if findings.orphans or findings.reaped or findings.lost:
         log.info(
             "reconcile: %d orphan(s) found, %d removed, %d workspace(s) lost",

@@ -1,0 +1,69 @@
+"""The tailnet's part of the composition root: which backend, how workspaces join, reconciling."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from provisioner.adapters.headscale import HeadscaleTailnet
+from provisioner.adapters.tailscale import TailscaleTailnet
+from provisioner.ports import Store, Tailnet
+from provisioner.settings import Settings, TailnetSettings
+from provisioner.step_context import TailnetJoin
+from provisioner.tailnet_reconcile import TailnetReconciler
+
+log = logging.getLogger(__name__)
+# What a Tailscale OAuth client of ours needs: mint keys, manage devices, write the policy.
+OAUTH_SCOPES = ("auth_keys", "devices:core", "policy_file")
+
+
+def build_tailnet(settings: TailnetSettings | None) -> Tailnet | None:
+    """The configured tailnet backend, or None when Tailscale and Headscale are off."""
+    if settings is None:
+        return None
+    if settings.kind == "headscale":
+        assert settings.api_key is not None  # settings refuse a Headscale without a key
+        return HeadscaleTailnet(
+            base_url=settings.api_url,
+            api_key=settings.api_key,
+            magic_dns_domain=settings.base_domain,
+        )
+    return TailscaleTailnet(
+        base_url=settings.api_url,
+        api_key=settings.api_key,
+        oauth_client_id=settings.oauth_client_id,
+        oauth_client_secret=settings.oauth_client_secret,
+        oauth_scopes=OAUTH_SCOPES if settings.oauth_client_id else (),
+        oauth_tags=(settings.own_tag,) if settings.oauth_client_id else (),
+        tailnet=settings.tailnet,
+    )
+
+
+def tailnet_join(settings: TailnetSettings | None) -> TailnetJoin:
+    """How workspaces join the tailnet, from the settings."""
+    if settings is None:
+        return TailnetJoin()
+    return TailnetJoin(
+        base_tags=settings.tags,
+        key_expiry_seconds=int(settings.key_expiry.total_seconds()),
+        timeout=settings.join_timeout.total_seconds(),
+        required=settings.join == "required",
+    )
+
+
+def tailnet_reconciler(
+    settings: Settings, store: Store, tailnet: Tailnet | None, clock: Callable[[], datetime]
+) -> TailnetReconciler | None:
+    """Device reconciliation, when there is a tailnet and base tags that mark our devices."""
+    if tailnet is None or settings.tailnet is None:
+        return None
+    if not settings.tailnet.tags:
+        log.warning(
+            "tailnet devices are not reconciled: set PROVISIONER_TAILSCALE_TAGS "
+            "(e.g. tag:provisioner-workspace) so that our devices can be told from others"
+        )
+        return None
+    return TailnetReconciler(
+        store, tailnet, clock, our_tags=settings.tailnet.tags, grace=settings.orphan_grace
+    )
