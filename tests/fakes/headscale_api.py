@@ -270,8 +270,9 @@ class FakeHeadscale(FakeTailnetServer):
                 400, "cannot remove all tags from a node - tagged nodes must have at least one tag"
             )
         for tag in tags:
-            if not str(tag).startswith("tag:") or str(tag).lower() != tag:
-                raise Refusal(500, "tag must start with the string 'tag:' and be lowercase")
+            problem = _tag_problem(str(tag))
+            if problem:  # SetTags returns validateTag's plain error: grpc-gateway makes it 500
+                raise Refusal(500, problem)
         node = self._node(request)
         policy = self.parse(self.policy_text or "")
         bad = [t for t in tags if not valid_tag(t) or policy.tag_owners(t) is None]
@@ -298,8 +299,9 @@ class FakeHeadscale(FakeTailnetServer):
         body = self._body(request)
         tags = [str(t) for t in body.get("aclTags") or []]
         for tag in tags:
-            if not tag.startswith("tag:") or tag.lower() != tag:
-                raise Refusal(400, "tag must start with the string 'tag:'")
+            problem = _tag_problem(tag)
+            if problem:
+                raise Refusal(400, problem)
         user_id = int(body["user"]) if str(body.get("user") or "0") != "0" else None
         if user_id is None and not tags:
             raise Refusal(500, "auth-key must be either tagged or owned by user")
@@ -362,6 +364,17 @@ class FakeHeadscale(FakeTailnetServer):
         if problem:
             raise Refusal(400, problem)
         return {}
+
+
+def _tag_problem(tag: str) -> str | None:
+    """Headscale's validateTag."""
+    if not tag.startswith("tag:"):
+        return "tag must start with the string 'tag:'"
+    if tag.lower() != tag:
+        return "tag should be lowercase"
+    if len(tag.split()) > 1:
+        return "tags must not contain spaces"
+    return None
 
 
 def _time(value: object) -> datetime | None:
