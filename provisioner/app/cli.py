@@ -12,15 +12,19 @@ from typing import Any
 
 from api.errors import CURRENT_REQUEST_ID
 from provisioner import settings as settings_module
+from provisioner.adapters.store.engine import SqlStore
 from provisioner.app import cli_client
+from provisioner.app.acl_cli import add_acl_parser, run_acl
 from provisioner.app.composition import (  # noqa: F401 (System, built, ensure_admin: used by tests as main.*)
     CLI_TOKEN_FILE,
     DRAIN_SECONDS,
     System,
     built,
     ensure_admin,
+    now,
     serve,
 )
+from provisioner.app.tailnet import build_tailnet, policy_publisher
 from provisioner.errors import ProvisionerError
 from provisioner.images import ImageFiles
 from provisioner.models import SYSTEM_ACTOR, Capacity, Node, Role
@@ -167,7 +171,22 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("--cmdline", help="kernel command line, e.g. 'root=/dev/vda1 console=ttyS0'")
     imp.add_argument("--node", action="append", help="only this node (repeatable)")
     cli_client.add_workspace_parser(commands)
+    add_acl_parser(commands)
     return parser
+
+
+async def acl_command(settings: Settings, args: argparse.Namespace) -> None:
+    """`acl render|diff|push` against the configured tailnet (render works without one)."""
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    store = await SqlStore.open(settings.database_url)
+    tailnet = build_tailnet(settings.tailnet)
+    try:
+        status = await run_acl(args, policy_publisher(settings, store, tailnet, now))
+    finally:
+        if tailnet is not None:
+            await tailnet.close()
+        await store.close()
+    sys.exit(status)
 
 
 COMMANDS: dict[
@@ -179,6 +198,7 @@ COMMANDS: dict[
     ("node", "add"): node_add,
     ("node", "approve"): node_approve,
     ("image", "import"): image_import,
+    **{("acl", action): acl_command for action in ("render", "diff", "push")},
 }
 
 

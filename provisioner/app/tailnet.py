@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from collections.abc import Callable
 from datetime import datetime
 
+from acl.policy import PolicyConfig
+from acl.publisher import PolicyPublisher, StoreOwners
 from provisioner.adapters.headscale import HeadscaleTailnet
 from provisioner.adapters.tailscale import TailscaleTailnet
 from provisioner.ports import Store, Tailnet
@@ -66,4 +69,24 @@ def tailnet_reconciler(
         return None
     return TailnetReconciler(
         store, tailnet, clock, our_tags=settings.tailnet.tags, grace=settings.orphan_grace
+    )
+
+
+def policy_publisher(
+    settings: Settings, store: Store, tailnet: Tailnet | None, clock: Callable[[], datetime]
+) -> PolicyPublisher:
+    """render, diff and push of the tailnet policy, from the settings."""
+    ts = settings.tailnet
+    config = PolicyConfig(groups=settings.groups, ops_group=settings.ops_group)
+    if ts is not None:
+        config = replace(
+            config, provisioner_tag=ts.own_tag, node_tags=ts.node_tags, workspace_tags=ts.tags
+        )
+    return PolicyPublisher(
+        config,
+        StoreOwners(store),
+        store,
+        clock,
+        tailnet=tailnet,
+        base_path=ts.acl_base if ts else None,
     )
