@@ -17,6 +17,7 @@ from typing import Any
 _TOKEN = re.compile(
     r'"(?:[^"\\\n]|\\.)*"|//[^\n]*|/\*[\s\S]*?\*/|[{}\[\]:,]|[^\s{}\[\]:,"/]+|(["/])'
 )
+_COMMENT_OR_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"|//[^\n]*|/\*[\s\S]*?\*/')
 _WORD = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?|true|false|null")
 _LITERALS: dict[str, Any] = {"true": True, "false": False, "null": None}
 
@@ -55,8 +56,8 @@ def position(text: str, offset: int) -> str:
 
 def comments(text: str) -> Iterator[re.Match[str]]:
     """Every comment of the text (strings are skipped, so `//` inside one is not a comment)."""
-    for match in _TOKEN.finditer(text):
-        if match.group().startswith(("//", "/*")):
+    for match in _COMMENT_OR_STRING.finditer(text):
+        if not match.group().startswith('"'):
             yield match
 
 
@@ -67,6 +68,10 @@ class _Parser:
         self.text = text
         self.tokens = [m for m in _TOKEN.finditer(text) if not m.group().startswith(("//", "/*"))]
         self.at = 0
+        bad = next((m for m in self.tokens if m.group(1)), None)
+        if bad is not None:
+            what = "a string that never ends" if bad.group() == '"' else "a stray '/'"
+            raise self.fail(bad.start(), f"{what} (or a comment that never ends)")
 
     def fail(self, offset: int, what: str) -> HuJSONError:
         return HuJSONError(f"{position(self.text, offset)}: {what}")
@@ -76,8 +81,6 @@ class _Parser:
             raise self.fail(len(self.text), "unexpected end of the document")
         token = self.tokens[self.at]
         self.at += 1
-        if token.group(1):
-            raise self.fail(token.start(), f"unexpected {token.group()!r}")
         return token
 
     def value(self) -> Node:
@@ -147,4 +150,36 @@ def parse(text: str) -> Node:
 
 def loads(text: str) -> Any:
     """The document as plain Python values (dict, list, str, int, float, bool, None)."""
-    return parse(text).value
+    # Fast path: blank the comments and trailing commas in place, then the C JSON parser.
+    try:
+        return json.loads(
+            _STANDARD.sub(_standardize, text), object_pairs_hook=_unique, parse_constant=_refuse
+        )
+    except ValueError:
+        pass
+    return parse(text).value  # the slow parser explains what is wrong, where
+
+
+# Strings (kept), comments (blanked) and commas followed only by comments, blanks and a bracket.
+_STANDARD = re.compile(
+    r'"(?:[^"\\\n]|\\.)*"|//[^\n]*|/\*[\s\S]*?\*/'
+    r"|,(?=(?:\s|//[^\n]*|/\*[\s\S]*?\*/)*[}\]])"
+)
+
+
+def _standardize(match: re.Match[str]) -> str:
+    lexeme = match.group()
+    if lexeme.startswith('"'):
+        return lexeme
+    return re.sub(r"[^\n]", " ", lexeme)
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ValueError("duplicate key")
+    return out
+
+
+def _refuse(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")

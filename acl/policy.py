@@ -71,7 +71,7 @@ def render(
     config: PolicyConfig, owners: Iterable[str], *, dialect: str, base: str | None = None
 ) -> RenderedPolicy:
     """The policy: the generated sections merged into `base` (a minimal one when None)."""
-    base = DEFAULT_BASE if base is None else base
+    base = strip_generated(DEFAULT_BASE if base is None else base)
     generated = generate(config, owners, dialect, base_groups=_base_groups(base))
     text, kept = merge(base, generated.sections)
     return RenderedPolicy(text, generated.warnings + tuple(kept))
@@ -80,8 +80,8 @@ def render(
 def _base_groups(base: str) -> Mapping[str, Any]:
     """The groups the base defines itself (they win over generated ones of the same name)."""
     try:
-        groups = loads(strip_generated(base)).get("groups")
-    except (HuJSONError, InvalidInput, AttributeError):
+        groups = loads(base).get("groups")
+    except (HuJSONError, AttributeError):
         return {}  # merge says what is wrong with the base
     return groups if isinstance(groups, dict) else {}
 

@@ -8,6 +8,7 @@ single port, list or range; rules are indexed by source so thousands of tests st
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Ranges = tuple[tuple[int, int], ...]
 _PROTOCOLS = {"tcp": "6", "udp": "17", "icmp": "1", "ipv6-icmp": "58", "sctp": "132"}
+_IP_LIKE = re.compile(r"[0-9A-Fa-f:.]+(/\d+)?")
 _MEMBER = frozenset({"autogroup:member", "autogroup:members"})
 
 
@@ -42,6 +44,8 @@ def split_destination(entry: str) -> tuple[str, str]:
 
 def network(text: str) -> Network | None:
     """An IP or CIDR as a network, else None."""
+    if not _IP_LIKE.fullmatch(text):
+        return None  # most names are tags or users: skip ipaddress's slower refusal
     try:
         return ipaddress.ip_network(text, strict=False)
     except ValueError:
