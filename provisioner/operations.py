@@ -11,6 +11,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,6 +27,7 @@ from provisioner.models import (
     StepState,
 )
 from provisioner.ports import Store
+from provisioner.redaction import redact
 from provisioner.step_context import StepContext, StepContexts
 from provisioner.steps import RECIPES, Recipe, StepDef
 
@@ -303,6 +305,7 @@ class OperationRunner:
         recipe = RECIPES[op.kind]
         now = self._clock()
         ws_state = recipe.outcome(state)
+        error = redact(error) if error else error
         async with self._store.transaction() as tx:
             if not await tx.finish_operation(claim, state, error, now):
                 raise LeaseLost(f"operation {op.id} was taken over before it finished")
@@ -340,7 +343,9 @@ class OperationRunner:
         return state
 
     async def _record(self, claim: Claim, step: Step) -> None:
-        """Write a step record, or stop if the claim went stale."""
+        """Write a step record (its detail redacted), or stop if the claim went stale."""
+        if step.detail:
+            step = replace(step, detail=redact(step.detail))
         async with self._store.transaction() as tx:
             if not await tx.record_step(claim, step):
                 raise LeaseLost(f"operation {claim.operation.id} was taken over")

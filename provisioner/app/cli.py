@@ -28,6 +28,7 @@ from provisioner.app.tailnet import build_tailnet, policy_publisher
 from provisioner.errors import ProvisionerError
 from provisioner.images import ImageFiles
 from provisioner.models import SYSTEM_ACTOR, Capacity, Node, Role
+from provisioner.redaction import RedactingFilter
 from provisioner.settings import Settings
 from provisioner.tokens import parse_duration
 
@@ -214,6 +215,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         for handler in logging.getLogger().handlers:
             handler.addFilter(_tag_request_id)
+            # One redaction for every line the server logs (aiohttp's access and parser logs too).
+            handler.addFilter(RedactingFilter())
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
         if args.command == "serve":
             asyncio.run(serve(settings))
