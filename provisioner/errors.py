@@ -1,6 +1,6 @@
 """Exceptions of the provisioner; adapters translate foreign errors into these.
 
-ProvisionerError                 code: snake_case, message: a sentence for humans
+ProvisionerError                 code: snake_case, message: a sentence for humans, field?
 ├── InvalidInput                 the request is malformed or breaks a rule (400/422)
 │   └── UnknownReference         names a plan, image or node that does not exist
 ├── Unauthenticated              no or bad credentials (401)
@@ -28,13 +28,14 @@ from __future__ import annotations
 
 
 class ProvisionerError(Exception):
-    """Base of every error the core raises; carries a stable code and a human message."""
+    """Base of every error the core raises: a stable code, a message, the field it is about."""
 
     code = "error"
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None, field: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.field = field
         if code is not None:
             self.code = code
 

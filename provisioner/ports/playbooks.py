@@ -20,7 +20,8 @@ class PlaybookTarget:
     jump_host: str | None = None  # None: the target is reached directly
     jump_port: int = 22
     jump_user: str = "root"
-    jump_host_key: str | None = None
+    jump_host_key: str | None = None  # the jump host's public host key line
+    jump_private_key: Path | None = None  # None: `private_key` logs in to the jump host too
 
 
 @dataclass(frozen=True)
