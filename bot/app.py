@@ -24,12 +24,14 @@ from bot.deps import BotConfig, BotDeps
 from bot.errors import guarded
 from bot.http import slack_handler
 from bot.identity import Identity
+from bot.redacting import RedactingWebClient
 from bot.sync import MessageSync
 from bot.tasks import TaskSet
 from provisioner.approvals import Approvals
 from provisioner.conversations import Conversations
 from provisioner.errors import ConfigError, InvalidInput
 from provisioner.keys import SshKeys
+from provisioner.redaction import redact
 from provisioner.service import Provisioner
 
 log = logging.getLogger(__name__)
@@ -49,8 +51,8 @@ class SlackCredentials:
 
 
 def web_client(credentials: SlackCredentials) -> AsyncWebClient:
-    """One Web API client for everything: retries 429 (Retry-After) and dropped connections."""
-    return AsyncWebClient(
+    """One Web API client for everything: redacting, retrying 429 and dropped connections."""
+    return RedactingWebClient(
         token=credentials.bot_token,
         base_url=credentials.api_url,
         timeout=15,
@@ -106,12 +108,12 @@ class SlackBot:
             try:
                 found, args = commands.lookup(slash, command.get("text", ""))
             except InvalidInput as error:
-                await ack(error.message)
+                await ack(redact(error.message))
                 return
             await ack()
 
             async def reply(text: str) -> None:
-                await respond(text=text, response_type="ephemeral")
+                await respond(text=redact(text), response_type="ephemeral")
 
             async def work() -> None:
                 user = await deps.identity.user(command["user_id"])
