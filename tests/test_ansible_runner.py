@@ -3,6 +3,8 @@
 The sshd plays both the node (the jump host) and the guest: the target is reached through it.
 """
 
+# ruff: noqa: F811 (test_ssh_link's fixtures keys and node_sshd are requested by name)
+
 from __future__ import annotations
 
 import asyncio
@@ -20,7 +22,7 @@ from provisioner.adapters.ansible import AnsiblePlaybookRunner
 from provisioner.errors import InvalidInput, PlaybookFailed
 from provisioner.ports.playbooks import PlaybookRecap, PlaybookTarget
 from provisioner.redaction import SECRETS
-from tests.test_ssh_link import Keys, Sshd, keygen, start_sshd, stop_sshd
+from tests.test_ssh_link import Keys, Sshd, keys, node_sshd  # noqa: F401 (fixtures)
 
 ANSIBLE = Path("/usr/bin/ansible-playbook")
 pytestmark = pytest.mark.skipif(
@@ -58,38 +60,19 @@ def debug(message: str) -> str:
     return f"    - ansible.builtin.debug:\n        msg: '{message}'\n"
 
 
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
-    directory = tmp_path_factory.mktemp("keys")
-    foreign = keygen(directory / "foreign_host")
-    return Keys(
-        client=keygen(directory / "client"),
-        guest=keygen(directory / "guest"),
-        stranger=keygen(directory / "stranger"),
-        foreign_host_key=Path(f"{foreign}.pub").read_text().strip(),
-    )
-
-
-@pytest.fixture(scope="module")
-def sshd(keys: Keys, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
-    server = start_sshd(tmp_path_factory.mktemp("node") / "sshd", Path(f"{keys.client}.pub"))
-    yield server
-    stop_sshd(server)
-
-
 @pytest.fixture
-def target(sshd: Sshd, keys: Keys) -> PlaybookTarget:
+def target(node_sshd: Sshd, keys: Keys) -> PlaybookTarget:
     """The sshd as the guest, reached through the same sshd as the node; both keys pinned."""
     return PlaybookTarget(
         address="127.0.0.1",
-        port=sshd.port,
+        port=node_sshd.port,
         user="root",
-        host_key=sshd.host_key,
+        host_key=node_sshd.host_key,
         private_key=keys.client,
         jump_host="127.0.0.1",
-        jump_port=sshd.port,
+        jump_port=node_sshd.port,
         jump_user="root",
-        jump_host_key=sshd.host_key,
+        jump_host_key=node_sshd.host_key,
     )
 
 
@@ -156,14 +139,14 @@ async def run(
 async def test_a_playbook_writes_a_file_through_the_jump_host_and_counts_right(
     runner: AnsiblePlaybookRunner,
     target: PlaybookTarget,
-    sshd: Sshd,
+    node_sshd: Sshd,
     tmp_path: Path,
     work_root: Path,
 ) -> None:
     out = tmp_path / "written.txt"
     tasks = (WRITE, debug("ok"), "    - ansible.builtin.debug: {msg: no}\n      when: false\n")
     directory = playbook(tmp_path / "pb", *tasks)
-    before = sshd.accepted()
+    before = node_sshd.accepted()
     lines = Lines()
     recap = await run(runner, directory, target, lines, out=str(out), who="world")
     assert out.exists(), lines.text
@@ -172,7 +155,7 @@ async def test_a_playbook_writes_a_file_through_the_jump_host_and_counts_right(
         ok=2, changed=1, failed=0, unreachable=0, skipped=1, exit_status=0
     )
     assert recap.succeeded
-    assert sshd.accepted() - before >= 2, "one login on the jump host, one on the target"
+    assert node_sshd.accepted() - before >= 2, "one login on the jump host, one on the target"
     assert any(line.startswith("PLAY RECAP") for _, line in lines.lines)
     assert not list(work_root.iterdir()), "the work dir is removed"
     again = await run(runner, directory, target, Lines(), out=str(out), who="world")
@@ -289,14 +272,14 @@ async def test_cancelling_the_run_kills_the_whole_process_group(
 async def test_an_unpinned_jump_host_or_a_fingerprint_pin_is_refused(
     runner: AnsiblePlaybookRunner,
     target: PlaybookTarget,
-    sshd: Sshd,
+    node_sshd: Sshd,
     tmp_path: Path,
     work_root: Path,
 ) -> None:
     directory = playbook(tmp_path / "pb", debug("x"))
     for bad in (
         PlaybookTarget(**{**target.__dict__, "jump_host_key": None}),
-        PlaybookTarget(**{**target.__dict__, "host_key": sshd.fingerprint}),
+        PlaybookTarget(**{**target.__dict__, "host_key": node_sshd.fingerprint}),
     ):
         with pytest.raises(PlaybookFailed):
             await run(runner, directory, bad, Lines())
