@@ -113,14 +113,14 @@ async def test_server_errors_that_persist_are_unavailable(rig: Rig) -> None:
 
 
 async def test_a_slow_read_times_out_after_bounded_retries(rig: Rig) -> None:
-    rig.fake.delay(1.0, path=rig.devices_path)
+    rig.fake.delay(0.5, path=rig.devices_path)
     with pytest.raises(TailnetUnavailable, match="did not answer"):
         await rig.tailnet.devices()
     assert len(rig.fake.calls("GET", rig.devices_path)) == 3
 
 
 async def test_a_key_create_that_timed_out_is_not_repeated(rig: Rig) -> None:
-    rig.fake.delay(1.0, path=rig.keys_path)
+    rig.fake.delay(0.5, path=rig.keys_path)
     with pytest.raises(TailnetUnavailable, match="did not answer"):
         await rig.tailnet.create_auth_key(tags=["tag:alice"], expiry_seconds=60, description="x")
     assert len(rig.fake.calls("POST", rig.keys_path)) == 1
