@@ -7,7 +7,6 @@ auth key from the seed volume on the node (the ISO the guest would mount), then 
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import sqlite3
 from collections.abc import AsyncIterator
@@ -15,14 +14,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import pycdlib
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from provisioner.adapters.cloudinit import TAILSCALE_KEY_PATH
 from provisioner.app import cli as main
 from provisioner.app.composition import System
 from provisioner.settings import Settings, TailnetSettings
+from tests.fakes.guest_join import seed_auth_key
 from tests.fakes.tailnet_common import JoinRefused
 from tests.fakes.tailscale_api import FakeTailscale
 
@@ -82,19 +80,6 @@ async def ts_system(ts_settings: Settings) -> AsyncIterator[System]:
 async def ts_client(ts_system: System) -> AsyncIterator[Client]:
     async with TestClient(TestServer(ts_system.api())) as test_client:
         yield test_client
-
-
-def seed_auth_key(iso: bytes) -> str | None:
-    """What the guest finds in its seed at the auth key's path, read as cloud-init reads it."""
-    image = pycdlib.PyCdlib()
-    image.open_fp(io.BytesIO(iso))
-    out = io.BytesIO()
-    image.get_file_from_iso_fp(out, rr_path="/user-data")
-    image.close()
-    config = json.loads(out.getvalue().decode().removeprefix("#cloud-config\n"))
-    files = [f for f in config.get("write_files", []) if f["path"] == TAILSCALE_KEY_PATH]
-    assert all(f["permissions"] == "0600" for f in files)
-    return files[0]["content"] if files else None
 
 
 async def play_guest(system: System, fake: FakeTailscale, name: str) -> str:

@@ -14,6 +14,7 @@ import pytest
 from serve_process import ServeGroup
 
 from provisioner.adapters.domain_xml import NAMESPACE
+from tests.fakes.tailscale_api import FakeTailscale
 
 from .guest import GuestImage, SshNode, find_image, start_node, stop_node
 from .world import world  # noqa: F401 (the fixture of the SSH-node tests)
@@ -110,6 +111,13 @@ def ssh_node(tmp_path: Path) -> Iterator[SshNode]:
         yield node
     finally:
         stop_node(node)
+
+
+@pytest.fixture
+async def tailnet() -> AsyncIterator[FakeTailscale]:
+    """The fake Tailscale API on the namespace's loopback, for serve children to use."""
+    async with FakeTailscale.running() as fake:
+        yield fake
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,11 @@ import libvirt
 import pytest
 from serve_process import ServeGroup, ServeProcess, wait_operation
 
+from tests.fakes.tailscale_api import FakeTailscale
+
 from .conftest import domains_of
 from .guest import Jump, keypair
+from .tailnet_guest import BASE_TAG, OWNER_TAG, files_holding, join_from_seed, tailnet_env
 from .world import BOOT_SECONDS, OWNER, OWNER_LOGIN, World, our_volumes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
@@ -73,10 +76,10 @@ def steps(op: dict[str, Any]) -> dict[str, tuple[str, str]]:
 
 
 async def test_an_unknown_node_is_approved_then_a_workspace_lives_its_whole_life(
-    world: World, serves: ServeGroup, conn: Any, tmp_path: Path
+    world: World, serves: ServeGroup, conn: Any, tmp_path: Path, tailnet: FakeTailscale
 ) -> None:
     # 1. A node without a pinned key is held pending with the fingerprint it presents.
-    settings = world.settings(pin=False)
+    settings = world.settings(pin=False, **tailnet_env(tailnet))
     serve = await serves.start(settings)
     expected = fingerprint_of(world.node.host_key, tmp_path)
     for _ in range(100):
@@ -111,11 +114,24 @@ async def test_an_unknown_node_is_approved_then_a_workspace_lives_its_whole_life
     resp = await serve.client.post("/v1/workspaces", json=request)
     assert resp.status_code == 202, resp.text
     ws = resp.json()["workspace"]
+    joining = asyncio.create_task(join_from_seed(tailnet, conn, ws["domain"], "e2e1"))
     op = await finished(serve, resp.json()["operation"]["id"], ws["domain"])
     assert op["state"] == "succeeded", op
     assert [s["name"] for s in op["steps"]] == CREATE_STEPS
     assert steps(op)["wait_for_ssh"][1].startswith("ssh ready at 10.254.9.")
+    assert steps(op)["join_tailnet"][1].startswith("on the tailnet as e2e1.tail1234.ts.net")
+    assert steps(op)["onboard"][1] == "cloud-init done; account dev (sudo) with 1 SSH key(s)"
     got = (await serve.client.get(f"/v1/workspaces/{ws['id']}")).json()
+    assert got["tailscale"]["hostname"] == "e2e1.tail1234.ts.net"
+    assert got["tailscale"]["tags"] == [OWNER_TAG, BASE_TAG]
+    # The auth key is in the seed the guest booted with, and in no other file of ours: not the
+    # data dir, the database, serve's log, nor any other volume in the node's pool.
+    auth_key, seed = await joining
+    pool_dir = seed.parent
+    others = [p for p in pool_dir.iterdir() if p != seed and p.name != f"{ws['domain']}.qcow2"]
+    assert files_holding(auth_key, seed) == [seed]
+    assert files_holding(auth_key, tmp_path / "data", world.database, *others) == []
+    assert auth_key not in serve.log_text()
     assert got["state"] == "running" and got["address"].startswith("10.254.9.")
     assert our_volumes(conn, ws["domain"]) == [f"{ws['domain']}-seed.iso", f"{ws['domain']}.qcow2"]
     disk = f"{ws['domain']}.qcow2"
@@ -131,6 +147,9 @@ async def test_an_unknown_node_is_approved_then_a_workspace_lives_its_whole_life
         hello = on_guest("sh", "-c", "hostname; id -un; sudo -n true && echo sudo-ok")
         assert hello.returncode == 0, hello.stderr
         assert hello.stdout.split() == ["e2e1", OWNER_LOGIN, "sudo-ok"]
+        # The key file was removed after `tailscale up` (absent from this image, so it failed).
+        gone = on_guest("sudo", "-n", "test", "!", "-e", "/etc/provisioner/tailscale-authkey")
+        assert gone.returncode == 0, gone.stderr
         assert on_guest("touch", "marker").returncode == 0
 
         # 4. Stop is a graceful ACPI shutdown; start brings it back, reachable again.
@@ -142,9 +161,16 @@ async def test_an_unknown_node_is_approved_then_a_workspace_lives_its_whole_life
         assert started["state"] == "succeeded", started
         assert on_guest("test", "-e", "marker").returncode == 0
 
-        # 5. Rebuild: a fresh disk and a new guest key under the same name.
+        # 5. Rebuild: a fresh disk and a new guest key under the same name, a new device.
+        old_device = got["tailscale"]
+        rejoin = asyncio.create_task(
+            join_from_seed(tailnet, conn, ws["domain"], "e2e1", not_key=auth_key)
+        )
         rebuilt = await act(serve, ws["id"], "rebuild")
         assert rebuilt["state"] == "succeeded", rebuilt
+        await rejoin
+        (device,) = tailnet.devices.values()
+        assert device.name == old_device["hostname"] and device.addresses[0] != old_device["ip"]
         new_key = world.guest_host_key(ws["id"])
         assert new_key != guest_key
         got = (await serve.client.get(f"/v1/workspaces/{ws['id']}")).json()
@@ -163,6 +189,8 @@ async def test_an_unknown_node_is_approved_then_a_workspace_lives_its_whole_life
     deleted = await wait_operation(serve.client, resp.json()["id"], timeout=120)
     assert deleted["state"] == "succeeded", deleted
     assert domains_of(conn, ws["id"]) == [] and our_volumes(conn, ws["domain"]) == []
+    assert tailnet.devices == {}
+    assert all(k.revoked is not None or k.uses for k in tailnet.keys.values())
     assert await serve.terminate() == 0
 
 
