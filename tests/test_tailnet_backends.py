@@ -1,8 +1,9 @@
-"""Both tailnet backends under a misbehaving control plane: 429, 5xx, timeouts, no server.
+"""What both tailnet backends do alike: spent keys, and a misbehaving control plane.
 
-The same port, the same errors: retries are bounded and honour Retry-After (seconds or an
-HTTP-date, capped), a call that may have reached the server is repeated only when that is
-harmless, and no credential or key secret ever shows in an error or a log line.
+A key joins one device and is spent. Faults give the same errors on both: retries are bounded
+and honour Retry-After (seconds or an HTTP-date, capped), a call that may have reached the
+server is repeated only when that is harmless, and no credential or key secret ever shows in
+an error or a log line.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from provisioner.adapters.tailscale import TailscaleTailnet
 from provisioner.errors import ProvisionerError, TailnetRefused, TailnetUnavailable
 from provisioner.ports.tailnet import Tailnet
 from tests.fakes.headscale_api import FakeHeadscale
-from tests.fakes.tailnet_common import FakeTailnetServer, http_date
+from tests.fakes.tailnet_common import FakeTailnetServer, JoinRefused, http_date
 from tests.fakes.tailscale_api import FakeTailscale
 
 RETRY = RetryPolicy(attempts=3, default_delay=0.05, max_delay=2.5, backoff=0.01)
@@ -68,6 +69,14 @@ async def timed(rig: Rig) -> float:
     started = time.monotonic()
     assert await rig.tailnet.devices() == []
     return time.monotonic() - started
+
+
+async def test_a_key_joins_one_device_and_is_spent(rig: Rig) -> None:
+    key = await rig.tailnet.create_auth_key(tags=["tag:alice"], expiry_seconds=600, description="x")
+    assert rig.fake.register_device(key.secret, "ws-alice-1").tags == ["tag:alice"]
+    with pytest.raises(JoinRefused, match="already"):
+        rig.fake.register_device(key.secret, "ws-alice-2")
+    assert [d.hostname for d in await rig.tailnet.devices()] == ["ws-alice-1"]
 
 
 def test_retry_after_reads_seconds_and_http_dates() -> None:

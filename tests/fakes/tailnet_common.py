@@ -22,8 +22,7 @@ import ipaddress
 import itertools
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -31,6 +30,7 @@ from typing import Any, Self
 from urllib.parse import parse_qsl
 
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -123,33 +123,31 @@ class FakeTailnetServer:
         self.base_url = ""
         self.app = web.Application(middlewares=[self._middleware])
         self.app.router.add_post("/fake/register", self._http_register)
-        self._runner: web.AppRunner | None = None
+        self._server: TestServer | None = None
 
     @classmethod
-    @asynccontextmanager
-    async def running(cls, **options: Any) -> AsyncIterator[Self]:
-        """Serve a new fake on 127.0.0.1:<random> for the duration of the block."""
-        fake = cls(**options)
-        await fake.start()
-        try:
-            yield fake
-        finally:
-            await fake.stop()
+    def running(cls, **options: Any) -> Self:
+        """A new fake; `async with` serves it on 127.0.0.1:<random> for the block."""
+        return cls(**options)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
 
     async def start(self) -> None:
         """Start serving; `base_url` is set once the port is known."""
-        self._runner = web.AppRunner(self.app, shutdown_timeout=0.5, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = self._runner.addresses[0][1]
-        self.base_url = f"http://127.0.0.1:{port}"
+        self._server = TestServer(self.app, host="127.0.0.1")
+        await self._server.start_server(shutdown_timeout=0.5)
+        self.base_url = str(self._server.make_url("")).rstrip("/")
 
     async def stop(self) -> None:
         """Stop serving."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self._server is not None:
+            await self._server.close()
+            self._server = None
 
     def now(self) -> datetime:
         """The fake's clock: real UTC time plus what `advance` added."""

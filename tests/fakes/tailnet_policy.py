@@ -89,6 +89,12 @@ def _network(token: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None
         return None
 
 
+def _items(mapping: dict[str, Any], *keys: str) -> list[Any]:
+    """The list under the first of `keys` present (new name, then legacy); [] otherwise."""
+    value: Any = next((mapping[k] for k in keys if k in mapping), [])
+    return value if isinstance(value, list) else []
+
+
 def _within(token: str, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
     try:
         return ipaddress.ip_address(token) in network
@@ -143,7 +149,7 @@ class Policy:
             if not isinstance(rule, dict) or rule.get("action") not in ("accept", "check"):
                 self.problems.append(f"{where}: action must be accept or check")
                 continue
-            for token in [*rule.get("src", []), *rule.get("dst", [])]:
+            for token in [*_items(rule, "src"), *_items(rule, "dst")]:
                 self._reference(where, token)
         for index, test in enumerate(self.section("tests", list)):
             self._check_test(f"tests[{index}]", test)
@@ -152,9 +158,9 @@ class Policy:
         if not isinstance(rule, dict) or rule.get("action") != "accept":
             self.problems.append(f'{where}: action must be "accept"')
             return
-        for token in rule.get("src", rule.get("users", [])):
+        for token in _items(rule, "src", "users"):
             self._reference(f"{where}.src", token)
-        for entry in rule.get("dst", rule.get("ports", [])):
+        for entry in _items(rule, "dst", "ports"):
             target, _, spec = str(entry).rpartition(":")
             if not target or _ports(spec) is None:
                 self.problems.append(f"{where}.dst: {entry!r}: want target:ports")
@@ -165,7 +171,7 @@ class Policy:
         if not isinstance(test, dict) or not isinstance(test.get("src", test.get("user")), str):
             self.problems.append(f"{where}: src must be one identity")
             return
-        for entry in [*test.get("accept", test.get("allow", [])), *test.get("deny", [])]:
+        for entry in [*_items(test, "accept", "allow"), *_items(test, "deny")]:
             host, _, port = str(entry).rpartition(":")
             if not host or not port.isdigit():
                 self.problems.append(f"{where}: {entry!r}: want host:port with one port")
@@ -245,11 +251,9 @@ class Policy:
         for rule in self.doc.get("acls", []):
             if proto and rule.get("proto") and rule["proto"] != proto:
                 continue
-            if not any(
-                self._matches(s, src_facets) for s in rule.get("src", rule.get("users", []))
-            ):
+            if not any(self._matches(s, src_facets) for s in _items(rule, "src", "users")):
                 continue
-            for entry in rule.get("dst", rule.get("ports", [])):
+            for entry in _items(rule, "dst", "ports"):
                 target, _, spec = str(entry).rpartition(":")
                 ports = _ports(spec)
                 if ports and ports(port) and self._matches(target, dst_facets):
@@ -262,8 +266,8 @@ class Policy:
         for test in self.doc.get("tests", []) if tests is None else tests:
             src = str(test.get("src", test.get("user", "")))
             proto = test.get("proto")
-            for want, entries in ((True, test.get("accept", test.get("allow", []))),
-                                  (False, test.get("deny", []))):  # fmt: skip
+            for want, entries in ((True, _items(test, "accept", "allow")),
+                                  (False, _items(test, "deny"))):  # fmt: skip
                 for entry in entries:
                     host, _, port = str(entry).rpartition(":")
                     if self.allows(src, host, int(port), proto) != want:

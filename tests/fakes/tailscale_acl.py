@@ -83,7 +83,7 @@ class TailscaleACL(TailscaleAuth):
         headers = {"ETag": self.etag}
         if request.query.get("details") in ("true", "1"):
             encoded = base64.b64encode(self.policy_text.encode()).decode()
-            body = {"acl": encoded, "warnings": [], "errors": None}
+            body: dict[str, Any] = {"acl": encoded, "warnings": [], "errors": None}
             return web.json_response(body, headers=headers)
         accept = request.headers.get("Accept", "")
         if "application/json" in accept and HUJSON not in accept:
