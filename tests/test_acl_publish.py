@@ -86,14 +86,8 @@ async def fake() -> AsyncIterator[FakeTailscale]:
 
 @pytest.fixture
 async def tailnet(fake: FakeTailscale) -> AsyncIterator[TailscaleTailnet]:
-    client_id, secret = fake.add_oauth_client(["policy_file"], tags=["tag:provisioner"])
-    client = TailscaleTailnet(
-        base_url=fake.base_url,
-        oauth_client_id=client_id,
-        oauth_client_secret=secret,
-        retry=FAST,
-        timeout=3.0,
-    )
+    # An admin's API key: the policy file is written by an admin (or a policy_file OAuth client).
+    client = TailscaleTailnet(base_url=fake.base_url, api_key=fake.add_api_key("admin@example.com"))
     yield client
     await client.close()
 
