@@ -194,7 +194,7 @@ def run_tests(policy: Mapping[str, Any]) -> list[str]:
             got = evaluator.allows(src, destination, proto)
             if got != want:
                 failures.append(
-                    f"test {number} ({src}): address {destination!r}: want "
-                    f"{'Accept' if want else 'Drop'}, got {'Accept' if got else 'Drop'}"
+                    f'test {number} ({src}): address "{destination}": want: '
+                    f"{'Accept' if want else 'Drop'}, got: {'Accept' if got else 'Drop'}"
                 )
     return failures

@@ -12,6 +12,8 @@ from acl.policy import PolicyConfig, generate, render
 from acl.policy_checks import check_policy
 from acl.policy_tests import Evaluator, run_tests
 from provisioner.errors import ConfigError, InvalidInput
+from tests.fakes.headscale_api import FakeHeadscale
+from tests.fakes.tailscale_api import FakeTailscale
 
 OWNERS = ["alice@example.com", "bob@example.com", "carol@example.com"]
 CONFIG = PolicyConfig(
@@ -157,11 +159,11 @@ def test_the_tests_prove_a_user_cannot_reach_another_users_workspace() -> None:
     broken = text.replace('"dst": ["tag:alice:*"]', '"dst": ["tag:alice:*", "tag:bob:22"]')
     assert broken != text
     assert check_policy(broken) == [
-        "test 3 (alice@example.com): address 'tag:bob:22': want Drop, got Accept"
+        'test 3 (alice@example.com): address "tag:bob:22": want: Drop, got: Accept'
     ]
     # And alice losing her own access fails too.
     lost = text.replace('"dst": ["tag:alice:*"]', '"dst": ["tag:alice:80"]')
-    assert "want Accept, got Drop" in check_policy(lost)[0]
+    assert "want: Accept, got: Drop" in check_policy(lost)[0]
 
 
 def test_an_owner_whose_email_makes_no_tag_is_skipped_with_a_warning() -> None:
@@ -290,3 +292,25 @@ def test_the_evaluator_knows_autogroups_groups_hosts_and_ranges() -> None:
     assert ev.allows("10.1.2.3", "tag:db:22")
     assert ev.allows("tag:ci", "tag:dns:53", "udp")
     assert not ev.allows("tag:ci", "tag:dns:53")  # tcp by default
+
+
+@pytest.mark.parametrize("dialect", ["tailscale", "headscale"])
+@pytest.mark.parametrize(
+    "config",
+    [
+        CONFIG,
+        PolicyConfig(groups={}),
+        PolicyConfig(workspace_tags=(), api_tag="tag:api", groups={"ops": ["alice@example.com"]}),
+    ],
+)
+def test_the_fake_servers_own_reading_agrees(dialect: str, config: PolicyConfig) -> None:
+    # The fakes parse and run tests with code of their own: a second opinion on ours.
+    server = FakeTailscale() if dialect == "tailscale" else FakeHeadscale()
+    if isinstance(server, FakeHeadscale):
+        for name in ("alice", "bob", "carol", "ops", "boss", "dba"):
+            server.add_user(name, email=f"{name}@example.com")
+    text = render(config, OWNERS, dialect=dialect, base=BASE).text
+    assert check_policy(text, dialect) == []
+    assert server.parse(text).run_tests() == []
+    broken = text.replace('"dst": ["tag:alice:*"]', '"dst": ["tag:alice:*", "tag:bob:22"]')
+    assert len(check_policy(broken, dialect)) == len(server.parse(broken).run_tests()) == 1
