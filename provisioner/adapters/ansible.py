@@ -18,14 +18,13 @@ import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from provisioner.adapters.ansible_workdir import prepare_workdir
 from provisioner.errors import ConfigError, PlaybookFailed
 from provisioner.ports.playbooks import LineSink, PlaybookRecap, PlaybookTarget
 from provisioner.redaction import LineRedactor
-
-T = TypeVar("T")
+from provisioner.threads import to_thread_to_the_end
 
 REAPER = Path(__file__).with_name("ansible_reaper.py")
 # A longer line is passed on in pieces of this size rather than failing the run.
@@ -73,8 +72,8 @@ class AnsiblePlaybookRunner:
         """Run `entry` of `playbook_dir`; cancelling the awaiting task kills the process group."""
         work = Path(tempfile.mkdtemp(prefix="provisioner-ansible-", dir=self._work_root))
         try:
-            prepared = await _finish(
-                asyncio.to_thread(prepare_workdir, work, playbook_dir, entry, target, extra_vars)
+            prepared = await to_thread_to_the_end(
+                prepare_workdir, work, playbook_dir, entry, target, extra_vars
             )
             command = [
                 sys.executable, "-I", "-S", str(REAPER), str(self._ansible_playbook),
@@ -84,17 +83,7 @@ class AnsiblePlaybookRunner:
             env = {**prepared.environment, "PATH": self._search_path}
             return await _execute(command, env, work, timeout, on_line)
         finally:
-            await _finish(asyncio.to_thread(shutil.rmtree, work, ignore_errors=True))
-
-
-async def _finish(work: Awaitable[T]) -> T:
-    """Await `work` to its end even if we are cancelled meanwhile (then re-raise the cancel)."""
-    future = asyncio.ensure_future(work)
-    try:
-        return await asyncio.shield(future)
-    except asyncio.CancelledError:
-        await asyncio.wait([future])
-        raise
+            await to_thread_to_the_end(shutil.rmtree, work, ignore_errors=True)
 
 
 async def _execute(
@@ -125,7 +114,7 @@ async def _execute(
         await on_line(f"playbook timed out after {timeout:g} s; its processes were stopped")
         return output.recap(None)
     except BaseException:
-        await _finish(_stop_group(process))
+        await asyncio.shield(_stop_group(process))
         raise
     return output.recap(status)
 
