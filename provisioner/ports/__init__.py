@@ -29,6 +29,7 @@ from provisioner.models import (
     Workspace,
     WorkspaceState,
 )
+from provisioner.ports.onboarding import OnboardRows
 
 
 @dataclass(frozen=True)
@@ -217,7 +218,7 @@ class SeedMaker(Protocol):
         ...
 
 
-class Transaction(Protocol):
+class Transaction(OnboardRows, Protocol):
     """Reads and writes inside one database transaction."""
 
     async def add_audit(self, event: AuditEvent) -> None:

@@ -268,3 +268,57 @@ operation_output = sa.Table(
     sa.Column("line", sa.Text, nullable=False),
     sa.Index("ix_operation_output_operation_id", "operation_id", "id"),
 )
+
+# Existing-host onboarding requests (never the password: it lives only in the holder's memory).
+onboard_requests = sa.Table(
+    "onboard_requests",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("requested_by", sa.String(255), nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("port", sa.Integer, nullable=False),
+    sa.Column("login_user", sa.String(64), nullable=False),
+    sa.Column("desired_user", sa.String(32), nullable=False),
+    sa.Column("sudo", sa.Boolean, nullable=False),
+    sa.Column("generated_key", sa.Boolean, nullable=False),
+    sa.Column("public_key", sa.Text, nullable=False),
+    sa.Column("key_fingerprint", sa.String(128), nullable=False),
+    sa.Column("state", sa.String(32), nullable=False),
+    sa.Column("stage", sa.String(16), nullable=False),
+    sa.Column("holder", sa.String(128), nullable=False),
+    sa.Column("lease_until", UTCDateTime, nullable=False),
+    sa.Column("presented_key", sa.Text),
+    sa.Column("presented_fingerprint", sa.String(128)),
+    sa.Column("pinned_fingerprint", sa.String(128)),
+    sa.Column("approved_key", sa.Text),
+    sa.Column("decided_by", sa.String(255)),
+    sa.Column("reason", sa.Text),
+    sa.Column("private_key_path", sa.String(1024)),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Index("ix_onboard_requests_requested_by", "requested_by", "created_at"),
+    sa.Index("ix_onboard_requests_host", "host", "created_at"),
+    sa.Index("ix_onboard_requests_holder", "holder", "state"),
+)
+
+onboard_log = sa.Table(
+    "onboard_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("request_id", sa.String(40), nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("line", sa.Text, nullable=False),
+    sa.Index("ix_onboard_log_request_id", "request_id", "id"),
+)
+
+# Host keys ops approved for existing hosts: a later request to the same host needs no approval.
+onboard_host_keys = sa.Table(
+    "onboard_host_keys",
+    metadata,
+    sa.Column("host", sa.String(255), primary_key=True),
+    sa.Column("port", sa.Integer, primary_key=True),
+    sa.Column("public_key", sa.Text, nullable=False),
+    sa.Column("fingerprint", sa.String(128), nullable=False),
+    sa.Column("approved_by", sa.String(255), nullable=False),
+    sa.Column("approved_at", UTCDateTime, nullable=False),
+)
