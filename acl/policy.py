@@ -72,18 +72,23 @@ def render(
 ) -> RenderedPolicy:
     """The policy: the generated sections merged into `base` (a minimal one when None)."""
     base = strip_generated(DEFAULT_BASE if base is None else base)
-    generated = generate(config, owners, dialect, base_groups=_base_groups(base))
+    generated = generate(config, owners, dialect, base_policy=_parsed(base))
     text, kept = merge(base, generated.sections)
     return RenderedPolicy(text, generated.warnings + tuple(kept))
 
 
-def _base_groups(base: str) -> Mapping[str, Any]:
-    """The groups the base defines itself (they win over generated ones of the same name)."""
+def _parsed(base: str) -> Mapping[str, Any]:
+    """The base as values; {} when it is not a HuJSON object (merge then says what is wrong)."""
     try:
-        groups = loads(base).get("groups")
-    except (HuJSONError, AttributeError):
-        return {}  # merge says what is wrong with the base
-    return groups if isinstance(groups, dict) else {}
+        policy = loads(base)
+    except HuJSONError:
+        return {}
+    return policy if isinstance(policy, dict) else {}
+
+
+def _section(policy: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = policy.get(name)
+    return value if isinstance(value, dict) else {}
 
 
 def generate(
@@ -91,16 +96,26 @@ def generate(
     owners: Iterable[str],
     dialect_name: str,
     *,
-    base_groups: Mapping[str, Any] | None = None,
+    base_policy: Mapping[str, Any] | None = None,
 ) -> Generated:
-    """groups, tagOwners, acls, ssh and tests for these owners, in `dialect_name`."""
+    """groups, tagOwners, acls, ssh and tests for these owners, in `dialect_name`.
+
+    `base_policy`: what the operator wrote; their groups win, their tags are never an owner's.
+    """
+    base_policy = base_policy or {}
     spoken = dialect(dialect_name)
     _check_config(config)
     warnings: list[str] = []
     groups = _groups(config, spoken, warnings)
-    people = _owners(config, owners, spoken, warnings)
+    # A tag the operator defines without us among its owners is theirs, not an owner's.
+    theirs = {
+        tag
+        for tag, owners in _section(base_policy, "tagOwners").items()
+        if not isinstance(owners, list) or config.provisioner_tag not in owners
+    }
+    people = _owners(config, owners, spoken, warnings, theirs)
     ops_group = f"group:{config.ops_group}"
-    effective = {**groups, **(base_groups or {})}
+    effective = {**groups, **_section(base_policy, "groups")}
     ops_users = {m.lower() for m in effective.get(ops_group) or () if isinstance(m, str)}
     ops = (ops_group,) if ops_users else ()
     if not ops:
@@ -144,7 +159,11 @@ def _groups(config: PolicyConfig, spoken: Dialect, warnings: list[str]) -> dict[
 
 
 def _owners(
-    config: PolicyConfig, owners: Iterable[str], spoken: Dialect, warnings: list[str]
+    config: PolicyConfig,
+    owners: Iterable[str],
+    spoken: Dialect,
+    warnings: list[str],
+    operators_tags: set[str],
 ) -> list[Owner]:
     """The owners with a valid tag of their own, sorted; the others skipped with a warning."""
     ours = {config.provisioner_tag, *config.node_tags, *config.workspace_tags, config.api_tag}
@@ -158,6 +177,13 @@ def _owners(
             continue
         if tag in ours:
             warnings.append(f"skipped owner {email!r}: {tag} is one of the provisioner's own tags")
+            continue
+        if tag in operators_tags:
+            # Granting the owner that tag would open the operator's own machines to them.
+            warnings.append(
+                f"skipped owner {email!r}: the base policy defines {tag} without "
+                f"{config.provisioner_tag} among its owners (add it there to make the tag theirs)"
+            )
             continue
         user = spoken.user(email) if is_email(email) else None
         if user is None:

@@ -168,12 +168,20 @@ def test_the_tests_prove_a_user_cannot_reach_another_users_workspace() -> None:
 
 def test_an_owner_whose_email_makes_no_tag_is_skipped_with_a_warning() -> None:
     owners = [*OWNERS, "9lives@example.com", "_x@example.com", "provisioner@example.com"]
+    owners.append("db@example.com")  # tag:db is the operator's: their database servers
     result = render(CONFIG, owners, dialect="tailscale", base=BASE)
     assert result.text == rendered()
     joined = "\n".join(result.warnings)
     assert "skipped owner '9lives@example.com'" in joined
     assert "skipped owner '_x@example.com'" in joined
     assert "tag:provisioner is one of the provisioner's own tags" in joined
+    assert "skipped owner 'db@example.com': the base policy defines tag:db without" in joined
+    # A per-user tag the operator wrote with our tag among its owners stays the owner's.
+    mine = BASE.replace('"tag:db": ["group:db-admins"]', '"tag:db": ["tag:provisioner"]')
+    adopted = render(CONFIG, ["db@example.com"], dialect="tailscale", base=mine)
+    assert {"action": "accept", "src": ["db@example.com"], "dst": ["tag:db:*"]} in loads(
+        adopted.text
+    )["acls"]
 
 
 def test_owners_sharing_a_tag_and_non_email_owners_are_reported() -> None:
