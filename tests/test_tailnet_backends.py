@@ -135,6 +135,14 @@ async def test_a_key_create_that_timed_out_is_not_repeated(rig: Rig) -> None:
     assert len(rig.fake.calls("POST", rig.keys_path)) == 1
 
 
+@pytest.mark.parametrize("status", [400, 403, 409])
+async def test_refusals_are_not_retried_and_carry_the_servers_words(rig: Rig, status: int) -> None:
+    rig.fake.fail(status, times=None, path=rig.devices_path, message="nope, not you")
+    with pytest.raises(TailnetRefused, match=rf"\({status}[:)].*nope, not you"):
+        await rig.tailnet.devices()
+    assert len(rig.fake.calls("GET", rig.devices_path)) == 1
+
+
 async def test_no_server_at_all_is_unavailable() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
