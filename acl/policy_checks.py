@@ -14,7 +14,7 @@ from typing import Any
 
 from acl.dialects import Dialect, dialect, tag_problem
 from acl.hujson import HuJSONError, loads
-from acl.policy_tests import network, parse_ports, run_tests, split_destination
+from acl.policy_tests import grant_as_acls, network, parse_ports, run_tests, split_destination
 
 _DURATION = re.compile(r"(\d+(\.\d+)?(ns|us|ms|s|m|h))+|always")
 _SECTIONS: dict[str, type] = {
@@ -24,6 +24,8 @@ _SECTIONS: dict[str, type] = {
     "acls": list,
     "ssh": list,
     "tests": list,
+    "grants": list,
+    "nodeAttrs": list,
 }
 
 
@@ -73,6 +75,15 @@ class _Checker:
             self.check_ssh(f"ssh[{number}]", rule)
         for number, test in enumerate(self.policy.get("tests") or (), start=1):
             self.check_test(f"tests[{number}]", test)
+        for number, grant in enumerate(self.policy.get("grants") or (), start=1):
+            for rule in grant_as_acls(grant):
+                self.check_acl(f"grants[{number}]", rule)
+        for number, attrs in enumerate(self.policy.get("nodeAttrs") or (), start=1):
+            where = f"nodeAttrs[{number}].target"
+            for target in self.strings(
+                where, attrs.get("target") if isinstance(attrs, dict) else None
+            ):
+                self.name(where, target)
 
     def strings(self, where: str, value: Any) -> list[str]:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):

@@ -52,6 +52,19 @@ def network(text: str) -> Network | None:
         return None
 
 
+def grant_as_acls(grant: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A `grants` entry's network part as acl rules (`ip`: `*`, `443`, `tcp:443`, `udp:*`)."""
+    if not isinstance(grant, Mapping):
+        return []
+    rules = []
+    for spec in grant.get("ip") or ():
+        proto, _, ports = str(spec).rpartition(":")
+        rule = {"action": "accept", "src": grant.get("src") or []}
+        rule["dst"] = [f"{target}:{ports}" for target in grant.get("dst") or ()]
+        rules.append(rule | ({"proto": proto} if proto else {}))
+    return rules
+
+
 def group_members(groups: Mapping[str, Any]) -> dict[str, frozenset[str]]:
     """Each group's users, nested groups expanded (a cycle just stops the expansion)."""
     out: dict[str, frozenset[str]] = {}
@@ -100,6 +113,9 @@ class Evaluator:
         self.by_network: list[tuple[Network, _Rule]] = []
         for raw in policy.get("acls") or ():
             self._index(raw)
+        for grant in policy.get("grants") or ():
+            for raw in grant_as_acls(grant):
+                self._index(raw)
 
     def _index(self, raw: Mapping[str, Any]) -> None:
         if str(raw.get("action", "accept")).lower() != "accept":

@@ -271,6 +271,8 @@ def test_a_bad_base_or_config_is_refused_clearly() -> None:
         ('{"tests": [{"src": "a@example.com", "accept": ["tag:x:*"]}]}', "must name one port"),
         ('{"tests": [{"accept": ["1.2.3.4:22"]}]}', "src must be one user"),
         ('{"acls": {}}', "acls must be a JSON list"),
+        ('{"grants": [{"src": ["tag:x"], "dst": ["*"], "ip": ["*"]}]}', "tag:x is not defined"),
+        ('{"nodeAttrs": [{"target": ["group:x"], "attr": ["funnel"]}]}', "group:x is not defined"),
         ('{"acls": [', "not HuJSON"),
     ],
 )
@@ -289,6 +291,7 @@ def test_the_evaluator_knows_autogroups_groups_hosts_and_ranges() -> None:
             {"action": "accept", "src": ["10.0.0.0/8"], "dst": ["autogroup:tagged:22"]},
             {"action": "accept", "src": ["tag:ci"], "proto": "udp", "dst": ["*:53"]},
         ],
+        "grants": [{"src": ["group:devs"], "dst": ["tag:api"], "ip": ["tcp:443", "8000-8100"]}],
     }
     ev = Evaluator(policy)
     assert ev.allows("dev@example.com", "dev@example.com:5")
@@ -300,6 +303,10 @@ def test_the_evaluator_knows_autogroups_groups_hosts_and_ranges() -> None:
     assert ev.allows("10.1.2.3", "tag:db:22")
     assert ev.allows("tag:ci", "tag:dns:53", "udp")
     assert not ev.allows("tag:ci", "tag:dns:53")  # tcp by default
+    assert ev.allows("dev@example.com", "tag:api:443")
+    assert ev.allows("dev@example.com", "tag:api:8080", "udp")
+    assert not ev.allows("dev@example.com", "tag:api:443", "udp")
+    assert not ev.allows("dev@example.com", "tag:api:22")
 
 
 @pytest.mark.parametrize("dialect", ["tailscale", "headscale"])
