@@ -138,51 +138,42 @@ class TailnetHTTP:
     ) -> httpx.Response:
         """Send one call; 2xx, `expect`ed statuses and a 404 on DELETE come back, the rest raise."""
         safe = method in IDEMPOTENT if idempotent is None else idempotent
-        reauthenticated = False
-        retry = 0
+        payload = {"params": params, "json": json, "data": data, "content": content}
+        retry, reauthenticated = 0, False
         while True:
             sent = dict(headers or {})
             if authenticate and self._auth is not None:
                 sent["Authorization"] = await self._auth()
-            response = await self._send(
-                method,
-                path,
-                params=params,
-                json=json,
-                data=data,
-                content=content,
-                headers=sent,
-                safe=safe,
-                last=retry + 1 >= self.retry.attempts,
-            )
+            last = retry + 1 >= self.retry.attempts
+            response = await self._send(method, path, safe, last, headers=sent, **payload)
             if response is None:  # a safe call timed out or lost its connection: go again
                 await asyncio.sleep(min(self.retry.backoff * 2**retry, self.retry.max_delay))
-                retry += 1
-                continue
-            if _expected(response, expect) or (method == "DELETE" and response.status_code == 404):
+            elif _expected(response, expect) or (method, response.status_code) == ("DELETE", 404):
                 return response
-            code = response.status_code
-            if code == 401 and authenticate and self._on_unauthorized and not reauthenticated:
+            elif response.status_code == 401 and authenticate and not reauthenticated:
+                if self._on_unauthorized is None:
+                    raise self.error(method, path, response)
                 self._on_unauthorized()  # an OAuth token the server forgot: mint a new one, once
                 reauthenticated = True
                 continue
-            if code in RETRYABLE and retry + 1 < self.retry.attempts:
-                pause = self.retry.delay(response, retry)
-                log.warning(
-                    "%s answered %s to %s %s; retrying in %.1fs",
-                    self.hints.what,
-                    code,
-                    method,
-                    path,
-                    pause,
-                )
-                await asyncio.sleep(pause)
-                retry += 1
-                continue
-            raise self.error(method, path, response, attempts=retry + 1)
+            elif last or not await self._paused(method, path, response, retry):
+                raise self.error(method, path, response, attempts=retry + 1)
+            retry += 1
+
+    async def _paused(self, method: str, path: str, response: httpx.Response, retry: int) -> bool:
+        """Wait before retrying a 429 or 5xx the server may get over; False for anything else."""
+        if response.status_code not in RETRYABLE:
+            return False
+        pause = self.retry.delay(response, retry)
+        log.warning(
+            "%s answered %s to %s %s; retrying in %.1fs",
+            self.hints.what, response.status_code, method, path, pause,
+        )  # fmt: skip
+        await asyncio.sleep(pause)
+        return True
 
     async def _send(
-        self, method: str, path: str, *, safe: bool, last: bool, **kwargs: Any
+        self, method: str, path: str, safe: bool, last: bool, **kwargs: Any
     ) -> httpx.Response | None:
         """One attempt; None when a transport failure may be retried, else an error is raised."""
         try:

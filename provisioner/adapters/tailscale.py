@@ -41,6 +41,17 @@ def key_description(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9 _-]", "-", text)[:DESCRIPTION_LIMIT].strip()
 
 
+def _hints(api_key: bool) -> Hints:
+    """What refusals tell the operator to check, by the kind of credential in use."""
+    credential = "TAILSCALE_API_KEY" if api_key else "TAILSCALE_OAUTH_CLIENT_ID/_SECRET"
+    return Hints(
+        "the Tailscale API",
+        credential,
+        permission=f"the scopes and tags of {credential} (devices:core, auth_keys, policy_file)",
+        not_found="the id and TAILSCALE_TAILNET",
+    )
+
+
 class TailscaleTailnet:
     """Tailscale API v2 behind the Tailnet port (also Headscale ≥0.30's /api/v2 subset)."""
 
@@ -67,46 +78,28 @@ class TailscaleTailnet:
                 "Tailscale needs TAILSCALE_API_KEY or TAILSCALE_OAUTH_CLIENT_ID with "
                 "TAILSCALE_OAUTH_CLIENT_SECRET (exactly one of the two)"
             )
-        hint = "TAILSCALE_API_KEY" if api_key else "TAILSCALE_OAUTH_CLIENT_ID/_SECRET"
-        hints = Hints(
-            "the Tailscale API",
-            hint,
-            permission=f"the scopes and tags of {hint} (devices:core, auth_keys, policy_file)",
-            not_found="the id and TAILSCALE_TAILNET",
-        )
-        self._token: OAuthToken | None = None
-        auth = self._api_key_header if api_key else self._oauth_header
-        self._http = TailnetHTTP(
-            api_root(base_url),
-            auth,
-            hints,
-            timeout=timeout,
-            retry=retry,
-            on_unauthorized=self._forget_token if not api_key else None,
-            transport=transport,
-        )
         self._api_key = api_key
-        if oauth_client_id and oauth_client_secret:
+        self._http = TailnetHTTP(
+            api_root(base_url), self._header, _hints(bool(api_key)), timeout=timeout,
+            retry=retry, on_unauthorized=None if api_key else self._forget_token,
+            transport=transport,
+        )  # fmt: skip
+        self._token = None
+        if oauth_client_id and oauth_client_secret and not api_key:
             self._token = OAuthToken(
-                self._http,
-                oauth_client_id,
-                oauth_client_secret,
-                scopes=oauth_scopes,
-                tags=oauth_tags,
-                clock=clock,
-            )
+                self._http, oauth_client_id, oauth_client_secret,
+                scopes=oauth_scopes, tags=oauth_tags, clock=clock,
+            )  # fmt: skip
         self.tailnet = quote(tailnet or "-", safe="")
         self._fields = "all"  # becomes "default" once the list refused fields=all
 
     def __repr__(self) -> str:
         return f"TailscaleTailnet(base_url={self._http.base_url!r}, tailnet={self.tailnet!r})"
 
-    async def _api_key_header(self) -> str:
+    async def _header(self) -> str:
+        if self._token is not None:
+            return await self._token.header()
         return f"Bearer {self._api_key}"
-
-    async def _oauth_header(self) -> str:
-        assert self._token is not None
-        return await self._token.header()
 
     def _forget_token(self) -> None:
         if self._token is not None:
