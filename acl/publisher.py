@@ -185,7 +185,8 @@ class PolicyPublisher:
         if self._base_path is None:
             return None
         try:
-            return await asyncio.to_thread(self._base_path.read_text, encoding="utf-8")
+            # utf-8-sig: an editor's byte-order mark is not part of the policy.
+            return await asyncio.to_thread(self._base_path.read_text, encoding="utf-8-sig")
         except OSError as error:
             raise ConfigError(
                 f"PROVISIONER_ACL_BASE {self._base_path}: cannot read it ({error.strerror})"
