@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
+from acl.hujson import HuJSONError, loads
 from acl.policy import PolicyConfig, RenderedPolicy, render
 from acl.policy_checks import check_policy
 from provisioner.audit import record
@@ -88,6 +89,15 @@ class PushResult:
     diff: str
     warnings: tuple[str, ...]
     etag: str | None
+
+
+def defined_tags(text: str) -> set[str]:
+    """The tags a policy's tagOwners defines ({} when the text is not a policy)."""
+    try:
+        owners = loads(text).get("tagOwners") if text.strip() else None
+    except (HuJSONError, AttributeError):
+        return set()
+    return set(owners) if isinstance(owners, dict) else set()
 
 
 def unified_diff(live: str, rendered: str) -> str:
@@ -171,6 +181,20 @@ class PolicyPublisher:
             newer, _ = await self.diff()
             raise PolicyChanged(newer) from None
         return PushResult(True, diff, rendered.warnings, stored.etag)
+
+    async def ensure_tags(self, tags: Sequence[str], actor: Actor) -> bool:
+        """Push the policy if the live one lacks one of `tags` (a key minted with an undefined
+        tag is refused); True when it pushed. A concurrent change gets a second try."""
+        for attempt in (1, 2):
+            live = await self._require_tailnet().get_policy()
+            if set(tags) <= defined_tags(live.text):
+                return False
+            try:
+                return (await self.push(actor)).changed
+            except PolicyChanged:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def _require_tailnet(self) -> Tailnet:
         if self.tailnet is None:

@@ -277,3 +277,17 @@ async def test_store_owners_are_the_owners_of_live_workspaces(system: System) ->
         "alice@example.com",
         "bob@example.com",
     ]
+
+
+async def test_a_new_owners_tag_is_pushed_before_their_first_key(
+    fake: FakeTailscale, tailnet: TailscaleTailnet, store: SqlStore, tmp_path: Path
+) -> None:
+    owners = Owners(*OWNERS)
+    ours = publisher(store, tailnet, base_file(tmp_path), owners)
+    assert await ours.ensure_tags(["tag:alice"], OPERATOR)
+    assert not await ours.ensure_tags(["tag:alice", "tag:provisioner-workspace"], OPERATOR)
+    owners.owners.append("carol@example.com")  # carol's first workspace is being created
+    writes = len(fake.calls("POST", ACL))
+    assert await ours.ensure_tags(["tag:carol"], OPERATOR)
+    assert len(fake.calls("POST", ACL)) == writes + 1
+    assert fake.policy().tag_owners("tag:carol") == ["tag:provisioner", "group:ops"]
