@@ -35,10 +35,10 @@ from tests.fakes.tailnet_common import (
     JoinRefused,
     Refusal,
     dns_label,
+    stamp,
     unique_label,
 )
 from tests.fakes.tailnet_policy import HEADSCALE_AUTOGROUPS, Policy, PolicyError, valid_tag
-from tests.fakes.tailscale_api import stamp
 
 GRPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 409: 6, 429: 8, 500: 2, 503: 14, 504: 4}
 TAGGED_DEVICES = {"id": "2147455555", "name": "tagged-devices", "displayName": "Tagged Devices"}

@@ -84,6 +84,11 @@ class Fault:
         return request.path.startswith(self.path)
 
 
+def stamp(moment: datetime | None) -> str | None:
+    """RFC 3339 with Z, as the API writes times."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
+
+
 def http_date(seconds_from_now: float) -> str:
     """A Retry-After value in the HTTP-date form."""
     return format_datetime(datetime.now(UTC) + timedelta(seconds=seconds_from_now), usegmt=True)

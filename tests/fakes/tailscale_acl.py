@@ -78,6 +78,21 @@ class TailscaleACL(TailscaleAuth):
         self.parse(text)
         self.policy_text, self.policy_is_default = text, False
 
+    def may_apply(self, who: Principal, tag: str) -> bool:
+        """Reference §5: whether `who` may put `tag` on a device."""
+        policy = self.policy()
+        owners = policy.tag_owners(tag)
+        if owners is None:
+            return False
+        if who.user is not None:
+            return who.user.role in ADMIN_ROLES or who.user.email in policy.users_owning(tag)
+        return "all" in who.scopes or tag in who.tags or any(t in owners for t in who.tags)
+
+    def owned_by_tags(self, tag: str, holder_tags: Any) -> bool:
+        """Whether one of `holder_tags` is listed as an owner of `tag`."""
+        owners = self.policy().tag_owners(tag) or []
+        return any(t in owners for t in holder_tags)
+
     def _answer(self, request: web.Request) -> web.Response:
         """The stored policy in the representation the caller asked for, with its ETag."""
         headers = {"ETag": self.etag}

@@ -13,14 +13,15 @@ Usage::
         fake.calls("POST", "/api/v2/device/" + device.node_id + "/tags")
 
 Serving, faults, the log and `/fake/register` are tailnet_common's; who may call what is
-tailscale_auth's; the policy file's routes are tailscale_acl's.
+tailscale_auth's; the policy file and tag ownership are tailscale_acl's; auth keys are
+tailscale_keys'.
 """
 
 from __future__ import annotations
 
 import itertools
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -32,11 +33,12 @@ from tests.fakes.tailnet_common import (
     JoinRefused,
     Refusal,
     dns_label,
+    stamp,
     unique_label,
 )
 from tests.fakes.tailnet_policy import valid_tag
-from tests.fakes.tailscale_acl import TailscaleACL
-from tests.fakes.tailscale_auth import ADMIN_ROLES, Principal
+from tests.fakes.tailscale_auth import Principal
+from tests.fakes.tailscale_keys import TailscaleKeys
 
 DEFAULT_FIELDS = [
     "addresses",
@@ -67,11 +69,6 @@ ALL_FIELDS = frozenset(DEFAULT_FIELDS) | {"enabledRoutes", "advertisedRoutes", "
 NINETY_DAYS = 90 * 86400
 
 
-def stamp(moment: datetime | None) -> str | None:
-    """RFC 3339 with Z, as the API writes times."""
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
-
-
 @dataclass
 class Device:
     """A machine on the fake tailnet."""
@@ -93,31 +90,7 @@ class Device:
     os: str = "linux"
 
 
-@dataclass
-class Key:
-    """An auth key; `secret` leaves the fake only in the create answer."""
-
-    id: str
-    secret: str
-    created: datetime
-    expires: datetime
-    description: str
-    tags: list[str]
-    user_id: str | None
-    reusable: bool = False
-    ephemeral: bool = False
-    preauthorized: bool = False
-    revoked: datetime | None = None
-    uses: int = 0
-    devices: list[str] = field(default_factory=list)
-
-    def invalid(self, now: datetime) -> bool:
-        return (
-            self.revoked is not None or self.expires <= now or (not self.reusable and self.uses > 0)
-        )
-
-
-class FakeTailscale(TailscaleACL):
+class FakeTailscale(TailscaleKeys):
     """The fake Tailscale control plane: users, credentials, devices, keys and the policy file."""
 
     def __init__(self, *, domain: str = "tail1234.ts.net", **options: Any) -> None:
@@ -125,7 +98,6 @@ class FakeTailscale(TailscaleACL):
         self.domain = domain
         self.filters_supported = True  # False: ignore field=value filters, like older tailnets
         self.devices: dict[str, Device] = {}
-        self.keys: dict[str, Key] = {}
         self._addresses = Addresses(first=0x2A4E)
         self._ids = itertools.count(92960230385)
         for method, path, scope, handler in (
@@ -134,10 +106,6 @@ class FakeTailscale(TailscaleACL):
             ("DELETE", "/api/v2/device/{id}", "devices:core", self._delete_device),
             ("POST", "/api/v2/device/{id}/tags", "devices:core", self._set_tags),
             ("POST", "/api/v2/device/{id}/key", "devices:core", self._set_key_expiry),
-            ("POST", "/api/v2/tailnet/{tailnet}/keys", "auth_keys", self._create_key),
-            ("GET", "/api/v2/tailnet/{tailnet}/keys", "auth_keys:read", self._list_keys),
-            ("GET", "/api/v2/tailnet/{tailnet}/keys/{key}", "auth_keys:read", self._get_key),
-            ("DELETE", "/api/v2/tailnet/{tailnet}/keys/{key}", "auth_keys", self._revoke_key),
         ):
             self.route(method, path, scope, handler)
 
@@ -215,22 +183,6 @@ class FakeTailscale(TailscaleACL):
                 return device
         raise Refusal(404, "not found")
 
-    def may_apply(self, who: Principal, tag: str) -> bool:
-        """Reference §5: whether `who` may put `tag` on a device."""
-        policy = self.policy()
-        owners = policy.tag_owners(tag)
-        if owners is None:
-            return False
-        if who.user is not None:
-            return who.user.role in ADMIN_ROLES or who.user.email in policy.users_owning(tag)
-        return "all" in who.scopes or tag in who.tags or any(t in owners for t in who.tags)
-
-    def owned_by_tags(self, tag: str, holder_tags: Any) -> bool:
-        owners = self.policy().tag_owners(tag) or []
-        return any(t in owners for t in holder_tags)
-
-    # Devices.
-
     async def _list(self, request: web.Request, who: Principal) -> web.Response:
         fields = request.query.get("fields", "default")
         if "all" in fields.split(",") and any(d.is_external for d in self.devices.values()):
@@ -283,92 +235,6 @@ class FakeTailscale(TailscaleACL):
             raise Refusal(400, 'invalid request body: want {"keyExpiryDisabled": bool}')
         device.key_expiry_disabled = body["keyExpiryDisabled"]
         return web.json_response({})
-
-    # Keys (reference §3).
-
-    def key_json(self, key: Key, *, secret: bool = False) -> dict[str, Any]:
-        """The API's Key object; the secret only when it was just created."""
-        create = {"reusable": key.reusable, "ephemeral": key.ephemeral,
-                  "preauthorized": key.preauthorized, "tags": list(key.tags)}  # fmt: skip
-        body: dict[str, Any] = {
-            "id": key.id, "keyType": "auth", "description": key.description,
-            "created": stamp(key.created), "updated": stamp(key.created),
-            "expires": stamp(key.expires), "capabilities": {"devices": {"create": create}},
-            "userId": key.user_id or "",
-        }  # fmt: skip
-        if secret:
-            body["key"] = key.secret
-        if key.revoked:
-            body["revoked"] = stamp(key.revoked)
-        if key.invalid(self.now()):
-            body["invalid"] = True
-        return body
-
-    async def _create_key(self, request: web.Request, who: Principal) -> web.Response:
-        body = request[RECORD].body
-        if not isinstance(body, dict) or not isinstance(
-            body.get("capabilities", {}).get("devices"), dict
-        ):
-            raise Refusal(400, "capabilities.devices is required")
-        if body.get("keyType", "auth") != "auth":
-            raise Refusal(400, "this fake creates auth keys only")
-        create = body["capabilities"]["devices"].get("create") or {}
-        tags = list(create.get("tags") or [])
-        self._check_key_tags(who, tags)
-        description = str(body.get("description") or "")
-        if len(description) > 50 or not all(c.isalnum() or c in " -_" for c in description):
-            raise Refusal(
-                400, "description: at most 50 letters, digits, hyphens, spaces or underscores"
-            )
-        expiry = int(body.get("expirySeconds") or NINETY_DAYS)
-        if not 0 < expiry <= NINETY_DAYS:
-            raise Refusal(400, "expirySeconds must be between 1 and 7776000")
-        key_id = f"k{secrets.token_hex(5)}CNTRL"
-        key = Key(
-            id=key_id, secret=f"tskey-auth-{key_id}-{secrets.token_urlsafe(24)}",
-            created=self.now(), expires=self.now() + timedelta(seconds=expiry),
-            description=description, tags=sorted(set(tags)),
-            user_id=who.user.id if who.user else None,
-            reusable=bool(create.get("reusable")), ephemeral=bool(create.get("ephemeral")),
-            preauthorized=bool(create.get("preauthorized")),
-        )  # fmt: skip
-        self.keys[key.id] = key
-        return web.json_response(self.key_json(key, secret=True))
-
-    def _check_key_tags(self, who: Principal, tags: list[str]) -> None:
-        """Reference §3.2: a user may tag what it owns; a trust credential must tag, exactly."""
-        bad = [t for t in tags if not valid_tag(t) or not self.may_apply(who, t)]
-        if who.user is None and "all" not in who.scopes:
-            if not tags:
-                raise Refusal(400, "auth keys created by trust credentials must have tags")
-            owned = all(self.owned_by_tags(t, who.tags) for t in tags)
-            if set(tags) != set(who.tags) and not owned:
-                bad = bad or tags  # the observed quirk: a subset of the client's tags is refused
-        if bad:
-            raise Refusal(400, f"requested tags [{' '.join(bad)}] are invalid or not permitted")
-
-    def _visible_keys(self, request: web.Request, who: Principal) -> list[Key]:
-        if request.query.get("all") == "true":
-            return list(self.keys.values())
-        owner = who.user.id if who.user else None
-        return [k for k in self.keys.values() if k.user_id == owner]
-
-    async def _list_keys(self, request: web.Request, who: Principal) -> web.Response:
-        keys = self._visible_keys(request, who)
-        return web.json_response({"keys": [self.key_json(k) for k in keys]})
-
-    async def _get_key(self, request: web.Request, who: Principal) -> web.Response:
-        key = self.keys.get(request.match_info["key"])
-        if key is None:
-            raise Refusal(404, "not found")
-        return web.json_response(self.key_json(key))
-
-    async def _revoke_key(self, request: web.Request, who: Principal) -> web.Response:
-        key = self.keys.get(request.match_info["key"])
-        if key is None:
-            raise Refusal(404, "not found")
-        key.revoked = key.revoked or self.now()
-        return web.Response(status=200)
 
 
 def _field_matches(value: Any, wanted: str) -> bool:
