@@ -19,6 +19,7 @@ _TOKEN = re.compile(
 )
 _COMMENT_OR_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"|//[^\n]*|/\*[\s\S]*?\*/')
 _WORD = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?|true|false|null")
+BOM = "\ufeff"  # an editor's byte-order mark: allowed before the document, like whitespace
 _LITERALS: dict[str, Any] = {"true": True, "false": False, "null": None}
 
 
@@ -66,7 +67,8 @@ class _Parser:
 
     def __init__(self, text: str) -> None:
         self.text = text
-        self.tokens = [m for m in _TOKEN.finditer(text) if not m.group().startswith(("//", "/*"))]
+        tokens = _TOKEN.finditer(text, 1 if text.startswith(BOM) else 0)
+        self.tokens = [m for m in tokens if not m.group().startswith(("//", "/*"))]
         self.at = 0
         bad = next((m for m in self.tokens if m.group(1)), None)
         if bad is not None:
@@ -152,9 +154,8 @@ def loads(text: str) -> Any:
     """The document as plain Python values (dict, list, str, int, float, bool, None)."""
     # Fast path: blank the comments and trailing commas in place, then the C JSON parser.
     try:
-        return json.loads(
-            _STANDARD.sub(_standardize, text), object_pairs_hook=_unique, parse_constant=_refuse
-        )
+        standard = _STANDARD.sub(_standardize, text.removeprefix(BOM))
+        return json.loads(standard, object_pairs_hook=_unique, parse_constant=_refuse)
     except ValueError:
         pass
     return parse(text).value  # the slow parser explains what is wrong, where

@@ -72,6 +72,8 @@ def test_the_base_is_kept_byte_for_byte() -> None:
         '{"acls": [], "groups": {"group:x": ["x@example.com"]}}',  # one line: inline blocks
         '{\n  "acls": [ // rules\n  ],\n  "ssh": [\n    // none yet\n  ]\n}',
         "{}",
+        BASE.replace("\n", "\r\n"),  # an editor's Windows line ends
+        '\ufeff{"acls": [] /* a BOM before, a comment after */}\n// end\n',
     ],
 )
 def test_render_is_idempotent(base: str | None) -> None:
