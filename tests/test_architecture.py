@@ -76,6 +76,7 @@ def test_adapters_import_only_their_own_library(path: Path) -> None:
         "libvirt_storage.py": {"libvirt"},
         "ssh.py": {"asyncssh"},
         "ssh_pinning.py": {"asyncssh"},
+        "host_onboarding.py": {"asyncssh"},
         "keyfiles.py": {"asyncssh"},
         # Guest host keys are generated with asyncssh's key code; the ISO is pycdlib's.
         "cloudinit.py": {"asyncssh", "pycdlib"},

@@ -107,11 +107,12 @@ class OnboardRows(Protocol):
         request_id: str,
         *,
         expect: frozenset[OnboardState],
-        stage: frozenset[OnboardStage] | None = None,
+        at_stage: frozenset[OnboardStage] | None = None,
         fingerprint: str | None = None,
+        lapsed_before: datetime | None = None,
         **changes: Any,
     ) -> OnboardRequest | None:
-        """Change a request if its state (stage, presented fingerprint) match; None if not."""
+        """Change a request if state, stage, fingerprint (and a lapsed lease) match; else None."""
         ...
 
     async def held_onboard(self, holder: str) -> list[OnboardRequest]:

@@ -87,17 +87,20 @@ class OnboardQueries(QueriesBase):
         request_id: str,
         *,
         expect: frozenset[OnboardState],
-        stage: frozenset[OnboardStage] | None = None,
+        at_stage: frozenset[OnboardStage] | None = None,
         fingerprint: str | None = None,
+        lapsed_before: datetime | None = None,
         **changes: Any,
     ) -> OnboardRequest | None:
-        """Compare-and-set: change the request only if state, stage and fingerprint match."""
+        """Compare-and-set: change the request only if state, stage, fingerprint, lease match."""
         table = onboard_requests
         guard = [table.c.id == request_id, table.c.state.in_(sorted(s.value for s in expect))]
-        if stage is not None:
-            guard.append(table.c.stage.in_(sorted(s.value for s in stage)))
+        if at_stage is not None:
+            guard.append(table.c.stage.in_(sorted(s.value for s in at_stage)))
         if fingerprint is not None:
             guard.append(table.c.presented_fingerprint == fingerprint)
+        if lapsed_before is not None:
+            guard.append(table.c.lease_until < lapsed_before)
         values = {name: _plain(value) for name, value in changes.items()}
         result = await self.conn.execute(table.update().where(*guard).values(**values))
         return await self.get_onboard(request_id) if result.rowcount == 1 else None
