@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable
 
 MASK = "[REDACTED]"
 # Shorter "secrets" would blank out ordinary words all over the output.
@@ -100,15 +100,15 @@ class SecretRegistry:
     def add(self, secret: str) -> None:
         """Redact `secret` wherever it appears from now on (too short ones are ignored)."""
         if len(secret) >= MIN_SECRET_LENGTH:
-            self._replace(self._secrets | {secret})
+            self._change(lambda secrets: secrets | {secret})
 
     def discard(self, secret: str) -> None:
         """Stop redacting `secret` (it is no longer valid anywhere)."""
-        self._replace(self._secrets - {secret})
+        self._change(lambda secrets: secrets - {secret})
 
-    def _replace(self, secrets: Iterable[str]) -> None:
+    def _change(self, change: Callable[[frozenset[str]], frozenset[str]]) -> None:
         with self._lock:
-            self._secrets = frozenset(secrets)
+            self._secrets = change(self._secrets)
             # Longest first: a secret containing another is masked whole.
             self._ordered = tuple(sorted(self._secrets, key=len, reverse=True))
 
