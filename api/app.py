@@ -14,13 +14,34 @@ from api.auth import LIMITER_KEY, TOKENS_KEY
 from api.body import MAX_BODY
 from api.cors import cors_middleware
 from api.errors import METRICS_KEY, error_boundary
+from api.openapi import TABLES_KEY
 from api.ratelimit import RateLimiter
+from api.routing import RouteTable
+from api.schema import Schema
 from api.workspaces import PROVISIONER_KEY
 from provisioner.approvals import Approvals
 from provisioner.audit import AuditTrail
+from provisioner.catalog import Catalog
 from provisioner.metrics import Metrics
 from provisioner.service import Provisioner
 from provisioner.tokens import Tokens
+
+# Every route the API serves, in the order the document lists them.
+TABLES: tuple[RouteTable, ...] = (
+    health.routes,
+    openapi.routes,
+    workspaces.routes,
+    workspaces.operation_routes,
+    catalog.routes,
+    admin.node_routes,
+    approvals.routes,
+    admin.routes,
+)
+
+
+def document(catalog: Catalog | None = None) -> Schema:
+    """The OpenAPI document of every route; with a catalog, its plans and images."""
+    return openapi.spec(TABLES, catalog)
 
 
 @dataclass(frozen=True)
@@ -56,6 +77,7 @@ def build_app(services: ApiServices, options: ApiOptions | None = None) -> web.A
     app[AUDIT_KEY] = services.audit
     app[METRICS_KEY] = services.metrics
     app[LIMITER_KEY] = RateLimiter(options.rate_per_second, options.burst)
-    for module in (health, workspaces, catalog, approvals, admin, openapi):
-        app.add_routes(module.routes)
+    app[TABLES_KEY] = TABLES
+    for table in TABLES:
+        table.add_to(app)
     return app

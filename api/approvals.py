@@ -7,15 +7,17 @@ from typing import Any
 from aiohttp import web
 
 from acl.rbac import Permission
-from api.auth import authorize
-from api.body import Field, read_json
+from api.body import Field, Json
 from api.render import json_response
+from api.routing import Call, RouteTable
+from api.schema import answer, cursor, enum_of, page, query, ref
 from provisioner.approvals import Approvals
 from provisioner.errors import InvalidInput
 from provisioner.models import Approval, ApprovalState
 
 APPROVALS_KEY = web.AppKey("approvals", Approvals)
-routes = web.RouteTableDef()
+DECIDE = Permission.DECIDE_APPROVALS
+routes = RouteTable("approvals")
 
 
 def render(approval: Approval) -> dict[str, Any]:
@@ -32,31 +34,43 @@ def render(approval: Approval) -> dict[str, Any]:
     }
 
 
-@routes.get("/v1/approvals")
-async def list_approvals(request: web.Request) -> web.Response:
+STATES = enum_of(ApprovalState) | {"default": ApprovalState.PENDING.value}
+
+
+@routes.get(
+    "/v1/approvals",
+    DECIDE,
+    "List approvals",
+    ok=answer("A page.", page("approvals", "Approval")),
+    errors=(422,),
+    params=(query("state", STATES, "Only these."), cursor()),
+)
+async def list_approvals(call: Call) -> web.Response:
     """A page of approvals, by default the pending ones."""
-    await authorize(request, Permission.DECIDE_APPROVALS)
     try:
-        state = ApprovalState(request.query.get("state", "pending"))
+        state = ApprovalState(call.query.get("state", "pending"))
     except ValueError:
         raise InvalidInput("unknown state; choose pending, approved, denied or withdrawn") from None
-    page = await request.app[APPROVALS_KEY].list(state=state, cursor=request.query.get("cursor"))
+    found = await call.app[APPROVALS_KEY].list(state=state, cursor=call.query.get("cursor"))
     return json_response(
-        {"approvals": [render(a) for a in page.items], "next_cursor": page.next_cursor}
+        {"approvals": [render(a) for a in found.items], "next_cursor": found.next_cursor}
     )
 
 
-@routes.post(r"/v1/approvals/{id}/{decision:approve|deny}")
-async def decide(request: web.Request) -> web.Response:
+@routes.post(
+    r"/v1/approvals/{id}/{decision:approve|deny}",
+    DECIDE,
+    "{decision}",
+    ok=answer("The decided approval.", ref("Approval")),
+    body=Json("Decision", {"reason": Field(str, max_length=500)}, required=False),
+    errors=(404, 409),
+)
+async def decide(call: Call) -> web.Response:
     """Approve or deny a request, optionally with a reason."""
-    actor = await authorize(request, Permission.DECIDE_APPROVALS)
-    reason = None
-    if request.can_read_body:
-        reason = (await read_json(request, {"reason": Field(str, max_length=500)})).get("reason")
-    approval = await request.app[APPROVALS_KEY].decide(
-        actor,
-        request.match_info["id"],
-        approve=request.match_info["decision"] == "approve",
-        reason=reason,
+    approval = await call.app[APPROVALS_KEY].decide(
+        call.actor,
+        call.path("id"),
+        approve=call.path("decision") == "approve",
+        reason=call.body.get("reason"),
     )
     return json_response(render(approval))

@@ -7,24 +7,33 @@ from dataclasses import asdict
 from aiohttp import web
 
 from acl.rbac import Permission
-from api.auth import authorize
 from api.render import json_response
+from api.routing import Call, RouteTable
+from api.schema import answer, array, obj, ref
 from api.workspaces import PROVISIONER_KEY
 
-routes = web.RouteTableDef()
+routes = RouteTable("catalog")
 
 
-@routes.get("/v1/plans")
-async def list_plans(request: web.Request) -> web.Response:
+@routes.get(
+    "/v1/plans",
+    Permission.READ_CATALOG,
+    "The plans",
+    ok=answer("All.", obj({"plans": array(ref("Plan"))})),
+)
+async def list_plans(call: Call) -> web.Response:
     """The configured plans."""
-    await authorize(request, Permission.READ_CATALOG)
-    plans = request.app[PROVISIONER_KEY].catalog.plans.values()
+    plans = call.app[PROVISIONER_KEY].catalog.plans.values()
     return json_response({"plans": [asdict(p) for p in plans]})
 
 
-@routes.get("/v1/images")
-async def list_images(request: web.Request) -> web.Response:
+@routes.get(
+    "/v1/images",
+    Permission.READ_CATALOG,
+    "The images",
+    ok=answer("All.", obj({"images": array(ref("Image"))})),
+)
+async def list_images(call: Call) -> web.Response:
     """The configured images."""
-    await authorize(request, Permission.READ_CATALOG)
-    images = request.app[PROVISIONER_KEY].catalog.images.values()
+    images = call.app[PROVISIONER_KEY].catalog.images.values()
     return json_response({"images": [asdict(i) for i in images]})
