@@ -30,12 +30,14 @@ def workspace_tags(ctx: StepContext) -> tuple[str, ...]:
     return tuple(dict.fromkeys((owner_tag(ctx.workspace.owner), *ctx.join.base_tags)))
 
 
-async def mint_join_key(ctx: StepContext) -> AuthKey | None:
-    """A fresh single-use key for the seed; None when Tailscale is off.
+async def mint_join_key(ctx: StepContext, **remember: object) -> AuthKey | None:
+    """A new single-use key for the seed, stored by id with `remember`; None if Tailscale is off.
 
     A key left by an earlier attempt is revoked first: its secret is gone with that attempt.
     """
     if ctx.tailnet is None:
+        if remember:
+            await ctx.remember(**remember)
         return None
     ws = ctx.workspace
     if ws.tailscale.key_id:
@@ -46,8 +48,13 @@ async def mint_join_key(ctx: StepContext) -> AuthKey | None:
         expiry_seconds=ctx.join.key_expiry_seconds,
         description=f"provisioner workspace {ws.name}",
     )
+    # One write for the caller's facts and the key's id (a crash before it leaves a key that
+    # only expires: its secret was never written anywhere).
     await ctx.remember(
-        tailscale_key_id=key.id, tailscale_key_created_at=key.created, tailscale_tags=tags
+        **remember,
+        tailscale_key_id=key.id,
+        tailscale_key_created_at=key.created,
+        tailscale_tags=tags,
     )
     return key
 
@@ -75,7 +82,8 @@ async def join_tailnet(ctx: StepContext) -> str:
         await ctx.tailnet.set_device_tags(device.id, tags)
     if not device.key_expiry_disabled:
         await ctx.tailnet.disable_key_expiry(device.id)
-    await _revoke_pending_key(ctx, ctx.tailnet)
+    if ws.tailscale.key_id:
+        await ctx.tailnet.revoke_auth_key(ws.tailscale.key_id)
     ipv4 = next((a for a in device.addresses if ":" not in a), None)
     ipv6 = next((a for a in device.addresses if ":" in a), None)
     await ctx.remember(
@@ -85,6 +93,7 @@ async def join_tailnet(ctx: StepContext) -> str:
         tailscale_ipv6=ipv6,
         tailscale_tags=tags,
         tailscale_reach=TailnetReach.TAILNET,
+        tailscale_key_id=None,
     )
     return f"on the tailnet as {device.name} ({ipv4 or ipv6}), tags {' '.join(tags)}"
 

@@ -36,8 +36,8 @@ async def write_seed(ctx: StepContext) -> str:
     await ctx.hypervisor.delete_volume(ws.seed_volume)
     # Off the loop: key generation (and, the first time, loading its library) takes a while.
     private, public = await asyncio.to_thread(ctx.seeds.host_keypair)
-    await ctx.remember(guest_host_key=public)
-    join_key = await mint_join_key(ctx)
+    # The host key is stored before the guest can present it: the seed is not uploaded yet.
+    join_key = await mint_join_key(ctx, guest_host_key=public)
     user = login_name(ws.owner)
     spec = SeedSpec(
         instance_id=ws.id,
