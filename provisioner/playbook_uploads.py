@@ -15,7 +15,9 @@ import stat
 import tarfile
 import tempfile
 import zipfile
-from collections.abc import AsyncIterator
+import zlib
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, BinaryIO, cast
@@ -33,6 +35,8 @@ RATIO_FLOOR_BYTES = 1024 * 1024
 MAX_TAR_STREAM_BYTES = MAX_EXPANDED_BYTES + MAX_MEMBERS * 2048 + 1024 * 1024
 CHUNK = 1024 * 1024
 ARCHIVE = "(the archive)"
+# What ansible reads as YAML or templates: never left unscanned as "binary".
+TEXT_SUFFIXES = frozenset({".yml", ".yaml", ".json", ".j2", ".jinja", ".jinja2", ".cfg", ".ini"})
 
 
 def payload_too_large() -> InvalidInput:
@@ -149,7 +153,7 @@ def _unpack_zip(archive: Path, into: Path, budget: _Budget) -> None:
                     raise refuse(info.filename, "upload_encrypted", "encrypted members are refused")
                 kind = stat.S_IFMT(info.external_attr >> 16) if info.create_system == 3 else 0
                 if info.is_dir() or kind == stat.S_IFDIR:
-                    _directory(into, path)
+                    _directory(into, path, info.filename)
                 elif kind in (0, stat.S_IFREG):
                     with opened.open(info) as source:
                         _write(source, into, path, info.filename, budget)
@@ -170,14 +174,14 @@ def _unpack_tar(stream: IO[bytes], into: Path, budget: _Budget) -> None:
                     continue
                 path = _checked_member(name.removeprefix("./"), budget, name)
                 if info.isdir():
-                    _directory(into, path)
+                    _directory(into, path, name)
                 elif info.isreg():
                     source = opened.extractfile(info)
                     assert source is not None  # a regular member always has a file
                     _write(source, into, path, name, budget)
                 else:
                     raise _special(name, info.issym() or info.islnk())
-    except (tarfile.TarError, EOFError, OSError) as error:
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as error:  # OSError: bad gzip
         raise InvalidInput(
             f"playbook upload refused: a broken tar archive ({error})", code="upload_bad_archive"
         ) from None
@@ -196,17 +200,20 @@ def _special(name: str, link: bool) -> InvalidInput:
     return refuse(name, "upload_special_file", "devices, fifos and other special files are refused")
 
 
-def _directory(into: Path, path: PurePosixPath) -> None:
-    (into / path).mkdir(mode=0o755, parents=True, exist_ok=True)
+def _directory(into: Path, path: PurePosixPath, name: str) -> None:
+    with _collisions(name):
+        (into / path).mkdir(mode=0o755, parents=True, exist_ok=True)
 
 
 def _write(source: IO[bytes], into: Path, path: PurePosixPath, name: str, budget: _Budget) -> None:
     """Copy one member out, counting its real bytes; then check its text."""
     target = into / path
-    target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
     content = bytearray()
-    with os.fdopen(os.open(target, flags, 0o644), "wb") as out:
+    with _collisions(name):
+        target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        out = os.fdopen(os.open(target, flags, 0o644), "wb")
+    with out:
         while data := source.read(CHUNK):
             budget.grow(name, len(data))
             content += data
@@ -214,6 +221,17 @@ def _write(source: IO[bytes], into: Path, path: PurePosixPath, name: str, budget
     text = _text(bytes(content))
     if text is not None:
         check_text(name, text)
+    elif path.suffix in TEXT_SUFFIXES:
+        raise refuse(name, "upload_not_text", "playbooks, vars and templates must be UTF-8 text")
+
+
+@contextmanager
+def _collisions(name: str) -> Iterator[None]:
+    """A member whose path another member already took (a file where a directory goes)."""
+    try:
+        yield
+    except OSError:
+        raise refuse(name, "upload_bad_member", "it collides with another member") from None
 
 
 def _text(content: bytes) -> str | None:

@@ -124,6 +124,9 @@ HOSTILE: list[tuple[str, Callable[[], bytes], str, str]] = [
     ("jinja escape", lambda: zip_of(role("templates/t.j2", "{{ ''.__class__.__mro__ }}")), "upload_template_escape", "templates/t.j2"),
     ("absolute copy src", lambda: zip_of(role("tasks.yml", "- copy: src=/data/keys/id dest=/tmp/k\n")), "upload_controller_path", "tasks.yml"),
     ("missing site.yml", lambda: zip_of({"main.yml": SITE}), "upload_missing_entry", "site.yml"),
+    ("file under a file", lambda: tar_of({"site.yml": SITE, "site.yml/x": b"x"}), "upload_bad_member", "site.yml/x"),
+    ("utf-16 tasks", lambda: zip_of({"site.yml": SITE, "tasks.yml": "- local_action: x\n".encode("utf-16")}), "upload_not_text", "tasks.yml"),
+    ("broken gzip", lambda: b"\x1f\x8b\x08\x00" + b"garbage" * 100, "upload_bad_archive", ""),
     ("not an archive", lambda: b"#!/bin/sh\nrm -rf /\n" * 40, "upload_not_an_archive", ""),
 ]  # fmt: skip
 
