@@ -6,8 +6,9 @@ import re
 import secrets
 from dataclasses import dataclass
 
+from provisioner.catalog import Catalog
 from provisioner.errors import InvalidInput, PermissionDenied, UnknownReference
-from provisioner.models import Actor, Node, Plan
+from provisioner.models import Actor, Image, Node, Plan
 
 NAME_RE = re.compile(r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")
 OWNER_RE = re.compile(r"^[A-Za-z0-9._@+-]{1,255}$")
@@ -15,14 +16,38 @@ OWNER_RE = re.compile(r"^[A-Za-z0-9._@+-]{1,255}$")
 
 @dataclass(frozen=True)
 class CreateRequest:
-    """What a caller asks for when creating a workspace."""
+    """What a caller asks for when creating a workspace; no plan or image: the defaults."""
 
-    plan: str
-    image: str
+    plan: str | None = None
+    image: str | None = None
     name: str | None = None
     owner: str | None = None
     ttl_hours: int | None = None
     playbooks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """What a create that names no plan or image gets (settings: `[defaults]`)."""
+
+    plan: str = "small"
+    image: str = "debian-12"
+
+
+def plan_for(catalog: Catalog, requested: str | None, defaults: Defaults) -> Plan:
+    """The requested plan, else the default; UnknownReference (field `plan`) if there is none."""
+    try:
+        return catalog.plan(requested or defaults.plan)
+    except UnknownReference as error:
+        raise UnknownReference(error.message, field="plan") from None
+
+
+def image_for(catalog: Catalog, requested: str | None, defaults: Defaults) -> Image:
+    """The requested image, else the default; UnknownReference (field `image`) if there is none."""
+    try:
+        return catalog.image(requested or defaults.image)
+    except UnknownReference as error:
+        raise UnknownReference(error.message, field="image") from None
 
 
 @dataclass(frozen=True)
@@ -37,9 +62,11 @@ def owner_for(actor: Actor, requested: str | None) -> str:
     """The owner of a new workspace: the caller, or whom an operator names."""
     owner = requested or actor.owner_scope or actor.name
     if not OWNER_RE.fullmatch(owner):
-        raise InvalidInput("owner may hold letters, digits and . _ @ + - (at most 255)")
+        raise InvalidInput(
+            "owner may hold letters, digits and . _ @ + - (at most 255)", field="owner"
+        )
     if actor.owner_scope is not None and owner != actor.owner_scope:
-        raise PermissionDenied("you may only create workspaces for yourself")
+        raise PermissionDenied("you may only create workspaces for yourself", field="owner")
     return owner
 
 
@@ -49,7 +76,8 @@ def ttl_hours(plan: Plan, requested: int | None) -> int:
         return plan.ttl_hours
     if not 1 <= requested <= plan.max_ttl_hours:
         raise InvalidInput(
-            f"ttl_hours must be between 1 and {plan.max_ttl_hours} for plan {plan.name}"
+            f"ttl_hours must be between 1 and {plan.max_ttl_hours} for plan {plan.name}",
+            field="ttl_hours",
         )
     return requested
 
@@ -60,7 +88,8 @@ def workspace_name(requested: str | None, owner: str) -> str:
         if not NAME_RE.fullmatch(requested):
             raise InvalidInput(
                 f"invalid name {requested!r}: use 1-40 lower-case letters, digits and '-', "
-                "starting with a letter and not ending with '-'"
+                "starting with a letter and not ending with '-'",
+                field="name",
             )
         return requested
     stem = (
@@ -122,6 +151,7 @@ def owner_tag(owner: str) -> str:
             "letter (a-z); ask an operator to create the workspace for an owner whose e-mail "
             "starts with a letter",
             code="invalid_owner_tag",
+            field="owner",
         )
     return f"tag:{name}"
 
@@ -129,4 +159,6 @@ def owner_tag(owner: str) -> str:
 def check_playbooks(playbooks: tuple[str, ...]) -> None:
     """UnknownReference for a playbook that is not configured (none are, yet)."""
     if playbooks:
-        raise UnknownReference(f"unknown playbook {playbooks[0]!r}; none are configured")
+        raise UnknownReference(
+            f"unknown playbook {playbooks[0]!r}; none are configured", field="playbooks"
+        )

@@ -32,10 +32,13 @@ from provisioner.nodes import Nodes
 from provisioner.ports import Store, Transaction
 from provisioner.requests import (
     CreateRequest,
+    Defaults,
     Idempotency,
     check_playbooks,
+    image_for,
     owner_for,
     owner_tag,
+    plan_for,
     ttl_hours,
     workspace_name,
 )
@@ -76,8 +79,11 @@ class Provisioner:
         *,
         quota: Quota | None = None,
         tag_owners: bool = False,
+        defaults: Defaults | None = None,
     ) -> None:
         self.catalog = catalog
+        # The plan and image a create naming none gets; edges read it to show the defaults.
+        self.defaults = defaults or Defaults()
         self.nodes = Nodes(store, fleet, clock)
         self._quota = quota or Quota()
         self._tag_owners = tag_owners  # a tailnet is on: every owner needs a valid tag
@@ -90,12 +96,12 @@ class Provisioner:
         owner = owner_for(actor, request.owner)
         if self._tag_owners:
             owner_tag(owner)
-        plan = self.catalog.plan(request.plan)
-        if request.image not in self.catalog.images:
+        plan = plan_for(self.catalog, request.plan, self.defaults)
+        if (request.image or self.defaults.image) not in self.catalog.images:
             # Perhaps imported a moment ago by another process: look in the store first.
             async with self._store.read() as tx:
                 self.catalog.learn_images(await tx.list_images())
-        image = self.catalog.image(request.image)
+        image = image_for(self.catalog, request.image, self.defaults)
         ttl = ttl_hours(plan, request.ttl_hours)
         check_playbooks(request.playbooks)
         name = workspace_name(request.name, owner)
