@@ -162,6 +162,21 @@ async def test_a_playbook_writes_a_file_through_the_jump_host_and_counts_right(
     assert (again.ok, again.changed) == (2, 0)
 
 
+async def test_a_target_reached_directly_without_a_jump_host(
+    runner: AnsiblePlaybookRunner, target: PlaybookTarget, node_sshd: Sshd, tmp_path: Path
+) -> None:
+    direct = PlaybookTarget(
+        "127.0.0.1", node_sshd.port, "root", node_sshd.host_key, target.private_key
+    )
+    out = tmp_path / "direct.txt"
+    lines = Lines()
+    recap = await run(
+        runner, playbook(tmp_path / "pb", WRITE), direct, lines, out=str(out), who="x"
+    )
+    assert recap.succeeded, lines.text
+    assert out.read_text() == "hello x\n"
+
+
 async def test_a_failing_task_is_counted_and_the_exit_status_kept(
     runner: AnsiblePlaybookRunner, target: PlaybookTarget, tmp_path: Path
 ) -> None:

@@ -110,7 +110,7 @@ async def _execute(
             await output.pump(process.stdout)
             status = await process.wait()
     except TimeoutError:
-        await _stop_group(process)
+        await asyncio.shield(_stop_group(process))
         await on_line(f"playbook timed out after {timeout:g} s; its processes were stopped")
         return output.recap(None)
     except BaseException:
