@@ -12,7 +12,15 @@ from provisioner.catalog import Catalog
 from provisioner.errors import InvalidInput
 from provisioner.fleet import Fleet
 from provisioner.models import Capacity, Image, Node, Operation, Workspace
-from provisioner.ports import Hypervisor, NodeLink, PlaybookRunner, SeedMaker, Store, Tailnet
+from provisioner.ports import (
+    Hypervisor,
+    NodeLink,
+    PlaybookRunner,
+    SeedMaker,
+    Store,
+    TagPolicy,
+    Tailnet,
+)
 
 Save = Callable[[str, dict[str, Any]], Awaitable[Workspace | None]]
 Output = Callable[[str, Sequence[str]], Awaitable[None]]
@@ -103,6 +111,7 @@ class StepContext:
     timeouts: Timeouts = field(default_factory=Timeouts)
     tailnet: Tailnet | None = None
     join: TailnetJoin = field(default_factory=TailnetJoin)
+    tag_policy: TagPolicy | None = None
     playbooks: PlaybookTools | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
     output: Output = _no_output
@@ -130,6 +139,7 @@ class StepContexts:
         timeouts: Timeouts | None = None,
         tailnet: Tailnet | None = None,
         join: TailnetJoin | None = None,
+        tag_policy: TagPolicy | None = None,
         playbooks: PlaybookTools | None = None,
     ) -> None:
         self._store, self._catalog, self._fleet = store, catalog, fleet
@@ -137,7 +147,7 @@ class StepContexts:
         self._login = login or GuestLogin()
         self._timeouts = timeouts or Timeouts()
         self._tailnet, self._join = tailnet, join or TailnetJoin()
-        self._playbooks = playbooks
+        self._playbooks, self._tag_policy = playbooks, tag_policy
 
     async def build(self, workspace_id: str, operation: Operation | None = None) -> StepContext:
         """The context of `operation` (or of any operation) on this workspace."""
@@ -167,6 +177,7 @@ class StepContexts:
             timeouts=self._timeouts,
             tailnet=self._tailnet,
             join=self._join,
+            tag_policy=self._tag_policy,
             playbooks=self._playbooks,
             **(self._of_operation(operation) if operation else {}),
         )

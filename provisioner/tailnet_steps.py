@@ -43,6 +43,8 @@ async def mint_join_key(ctx: StepContext, **remember: object) -> AuthKey | None:
     if ws.tailscale.key_id:
         await ctx.tailnet.revoke_auth_key(ws.tailscale.key_id)
     tags = workspace_tags(ctx)
+    if ctx.tag_policy is not None:
+        await ctx.tag_policy.ensure_tags(tags)  # a new owner's tag is not in the policy yet
     key = await ctx.tailnet.create_auth_key(
         tags=tags,
         expiry_seconds=ctx.join.key_expiry_seconds,

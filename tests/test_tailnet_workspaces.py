@@ -273,3 +273,20 @@ async def test_reconcile_reports_then_removes_only_our_orphaned_devices(
     assert findings.devices.orphans == [orphan.node_id]
     assert findings.devices.removed == [orphan.node_id]  # grace 0 in these settings
     assert set(tailnet.devices) == {foreign.node_id, untagged.node_id}
+
+
+async def test_a_new_owners_first_create_pushes_the_policy_that_defines_their_tag(
+    ts_system: System, ts_client: Client, tailnet: FakeTailscale, admin_headers: dict[str, str]
+) -> None:
+    answer = await ts_client.post(
+        "/v1/workspaces",
+        json={"plan": "small", "image": "debian-12", "name": "fresh", "owner": "carol@example.com"},
+        headers=admin_headers,
+    )
+    assert answer.status == 202, await answer.text()
+    created = await answer.json()
+    await play_guest(ts_system, tailnet, "fresh")
+    op = await wait_done(ts_client, admin_headers, created["operation"]["id"])
+    assert op["state"] == "succeeded", op
+    assert "tag:carol" in tailnet.policy().doc["tagOwners"]
+    assert tailnet.calls("POST", "/api/v2/tailnet/-/acl")  # pushed, with If-Match

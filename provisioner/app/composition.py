@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from acl.publisher import PolicyPublisher
 from api.app import ApiOptions, ApiServices, build_app
 from bot.app import SlackBot, SlackCredentials
 from bot.deps import BotConfig
@@ -26,7 +27,13 @@ from provisioner.adapters.keyfiles import ensure_keypair, write_key_from_base64
 from provisioner.adapters.libvirt import LibvirtHypervisor
 from provisioner.adapters.store.engine import SqlStore
 from provisioner.app import http_processes
-from provisioner.app.tailnet import build_tailnet, tailnet_join, tailnet_reconciler
+from provisioner.app.tailnet import (
+    PolicyTags,
+    build_tailnet,
+    policy_publisher,
+    tailnet_join,
+    tailnet_reconciler,
+)
 from provisioner.approvals import Approvals
 from provisioner.audit import AuditTrail
 from provisioner.catalog import Catalog
@@ -100,6 +107,7 @@ class System:
     tokens: Tokens
     audit: AuditTrail
     bot: SlackBot | None
+    policy: PolicyPublisher
     tailnet: Tailnet | None = None
 
     def api(self) -> web.Application:
@@ -162,6 +170,7 @@ async def built(settings: Settings) -> AsyncIterator[System]:
         await images.reload()
         await images.stock_simulated()
         metrics = Metrics()
+        policy = policy_publisher(settings, store, tailnet, now)
         contexts = StepContexts(
             store,
             catalog,
@@ -172,6 +181,7 @@ async def built(settings: Settings) -> AsyncIterator[System]:
             timeouts=Timeouts(boot=settings.boot_timeout),
             tailnet=tailnet,
             join=tailnet_join(settings.tailnet),
+            tag_policy=PolicyTags(policy) if tailnet is not None else None,
         )
         runner = OperationRunner(
             store,
@@ -216,6 +226,7 @@ async def built(settings: Settings) -> AsyncIterator[System]:
             tokens,
             AuditTrail(store),
             bot,
+            policy,
             tailnet,
         )
     finally:

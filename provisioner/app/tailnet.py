@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 
@@ -11,12 +12,14 @@ from acl.policy import PolicyConfig
 from acl.publisher import PolicyPublisher, StoreOwners
 from provisioner.adapters.headscale import HeadscaleTailnet
 from provisioner.adapters.tailscale import TailscaleTailnet
+from provisioner.models import SYSTEM_ACTOR
 from provisioner.ports import Store, Tailnet
 from provisioner.settings import Settings, TailnetSettings
 from provisioner.step_context import TailnetJoin
 from provisioner.tailnet_reconcile import TailnetReconciler
 
 log = logging.getLogger(__name__)
+KNOWN_TAGS_SECONDS = 60.0  # how long tags seen defined in the live policy are taken as still so
 # What a Tailscale OAuth client of ours needs: mint keys, manage devices, write the policy.
 OAUTH_SCOPES = ("auth_keys", "devices:core", "policy_file")
 
@@ -90,3 +93,26 @@ def policy_publisher(
         tailnet=tailnet,
         base_path=ts.acl_base if ts else None,
     )
+
+
+class PolicyTags:
+    """TagPolicy through the policy publisher, remembering for a minute which tags exist."""
+
+    def __init__(
+        self, publisher: PolicyPublisher, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._publisher, self._clock = publisher, clock
+        self._known: set[str] = set()
+        self._known_at = -KNOWN_TAGS_SECONDS
+
+    async def ensure_tags(self, tags: Sequence[str]) -> None:
+        """Push the policy when the live one lacks one of `tags` (once a minute at most, if not)."""
+        now = self._clock()
+        if now - self._known_at >= KNOWN_TAGS_SECONDS:
+            self._known.clear()
+        if set(tags) <= self._known:
+            return
+        if await self._publisher.ensure_tags(tags, SYSTEM_ACTOR):
+            log.info("tailnet policy pushed: it lacked one of %s", " ".join(tags))
+        self._known |= set(tags)
+        self._known_at = now

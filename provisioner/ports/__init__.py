@@ -526,7 +526,13 @@ from provisioner.ports.playbooks import (  # noqa: E402 (the seams of their own 
     PlaybookRunner,
     PlaybookTarget,
 )
-from provisioner.ports.tailnet import AuthKey, PolicyDocument, Tailnet, TailnetDevice  # noqa: E402
+from provisioner.ports.tailnet import (  # noqa: E402
+    AuthKey,
+    PolicyDocument,
+    TagPolicy,
+    Tailnet,
+    TailnetDevice,
+)
 
 __all__ = [
     "AuthKey",
@@ -546,6 +552,7 @@ __all__ = [
     "SeedMaker",
     "SeedSpec",
     "Store",
+    "TagPolicy",
     "Tailnet",
     "TailnetDevice",
     "Transaction",
