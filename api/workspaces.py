@@ -38,16 +38,14 @@ NAME_DOC = {"pattern": NAME_RE.pattern, "maxLength": 40, "examples": ["dev-box"]
 CREATE_FIELDS = {
     "plan": Field(
         str,
-        required=True,
         max_length=63,
-        doc={"examples": ["small"]},
+        doc={"examples": ["small"], "description": "Absent: the deployment's default plan."},
         choices=lambda catalog: {"enum": sorted(catalog.plans)},
     ),
     "image": Field(
         str,
-        required=True,
         max_length=63,
-        doc={"examples": ["debian-12"]},
+        doc={"examples": ["debian-12"], "description": "Absent: the default image."},
         choices=lambda catalog: {"enum": sorted(catalog.images)},
     ),
     "name": Field(str, max_length=63, doc=NAME_DOC),
@@ -97,8 +95,8 @@ async def create_workspace(call: Call) -> web.Response:
         digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
         idempotency = Idempotency(key, digest)
     create = CreateRequest(
-        plan=body["plan"],
-        image=body["image"],
+        plan=body.get("plan"),
+        image=body.get("image"),
         name=body.get("name"),
         owner=body.get("owner"),
         ttl_hours=body.get("ttl_hours"),
@@ -206,7 +204,7 @@ async def get_operation(call: Call) -> web.Response:
 @operation_routes.get(
     "/v1/operations/{id}/log",
     READ,
-    "Its history as text",
+    "The operation's history as text (`follow=1`: streamed until it ends)",
     ok=answer("One event a line; streamed with follow.", string(), "text/plain"),
     errors=(404,),
     params=(query("follow", string(), "`1` or `true`: stream lines until the operation ends."),),
@@ -235,7 +233,12 @@ async def operation_log(call: Call) -> web.StreamResponse:
 
 
 @operation_routes.post(
-    "/v1/operations/{id}/cancel", WRITE, "Cancel", status=202, ok=OPERATION, errors=(404, 409)
+    "/v1/operations/{id}/cancel",
+    WRITE,
+    "Cancel the operation",
+    status=202,
+    ok=OPERATION,
+    errors=(404, 409),
 )
 async def cancel_operation(call: Call) -> web.Response:
     """Cancel an operation."""

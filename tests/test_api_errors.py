@@ -38,7 +38,7 @@ async def expect_error(resp: Any, status: int, code: str | None = None) -> dict[
     [
         ({"plan": "gigantic", "image": "debian-12"}, 422, "unknown_reference"),
         ({"plan": "small", "image": "windows-95"}, 422, "unknown_reference"),
-        ({"image": "debian-12"}, 422, "missing_field"),
+        ({"plan": 5, "image": "debian-12"}, 422, "invalid_type"),  # absent is fine: the default
         ({**GOOD, "colour": "blue"}, 422, "unknown_field"),
         ({**GOOD, "ttl_hours": "ten"}, 422, "invalid_type"),
         ({**GOOD, "ttl_hours": True}, 422, "invalid_type"),

@@ -6,11 +6,16 @@ import asyncio
 from typing import Any
 
 import libvirt
+import pytest
 from aiohttp.test_utils import TestClient
 
 from provisioner.app.cli import System
+from provisioner.errors import InvalidInput
+from provisioner.models import Actor, Role
+from provisioner.requests import CreateRequest
 
 Client = TestClient[object, object]
+ADMIN = Actor("tester", Role.ADMIN, "test")
 
 
 async def wait_operation(client: Client, headers: dict[str, str], op_id: str) -> dict[str, Any]:
@@ -81,3 +86,31 @@ async def test_create_defines_and_starts_a_domain_then_delete_removes_it(
     assert not {f"{ws['domain']}.qcow2", f"{ws['domain']}-seed.iso"} & set(pool.listVolumes())
     got = await (await client.get(f"/v1/workspaces/{ws['id']}", headers=admin_headers)).json()
     assert got["state"] == "deleted"
+
+
+async def test_a_create_without_plan_or_image_gets_the_defaults(
+    client: Client, admin_headers: dict[str, str], system: System
+) -> None:
+    resp = await client.post("/v1/workspaces", json={"name": "plain"}, headers=admin_headers)
+    assert resp.status == 202, await resp.text()
+    ws = (await resp.json())["workspace"]
+    assert (ws["plan"], ws["image"]) == (system.core.defaults.plan, system.core.defaults.image)
+    assert (ws["plan"], ws["image"]) == ("small", "debian-12")
+    nulls = {"plan": None, "image": None, "name": "nulls"}
+    resp = await client.post("/v1/workspaces", json=nulls, headers=admin_headers)
+    assert resp.status == 202, await resp.text()
+
+
+async def test_core_errors_name_the_field_they_are_about(system: System) -> None:
+    cases = [
+        (CreateRequest(plan="giant"), "plan"),
+        (CreateRequest(image="nope"), "image"),
+        (CreateRequest(name="Not A Name"), "name"),
+        (CreateRequest(ttl_hours=100000), "ttl_hours"),
+        (CreateRequest(owner="bad owner!"), "owner"),
+        (CreateRequest(playbooks=("x",)), "playbooks"),
+    ]
+    for request, field in cases:
+        with pytest.raises(InvalidInput) as caught:
+            await system.core.create_workspace(ADMIN, request)
+        assert caught.value.field == field, (request, caught.value.message)

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import hypothesis
@@ -21,6 +22,8 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi import checks
 
+from api import openapi
+from api.app import TABLES
 from api.app import document as spec
 from api.openapi import SPEC_PATH
 from provisioner.app.cli import System
@@ -98,7 +101,7 @@ async def test_document_is_served_without_auth_with_the_catalog(
     served = await response.json()
     assert served == spec(system.core.catalog)
     plan = served["components"]["schemas"]["CreateWorkspace"]["properties"]["plan"]
-    assert plan["enum"] == sorted(system.core.catalog.plans)
+    assert plan["enum"] == [*sorted(system.core.catalog.plans), None]  # optional: default plan
 
 
 # --- regressions: requests that once gave a 500 or slipped past validation --------------------
@@ -310,3 +313,12 @@ async def test_schemathesis(system: System, backend: str, label: str) -> None:
         base_url = str(server.make_url("")).rstrip("/")
         failures = await asyncio.to_thread(fuzz, base_url, label, backend)
     assert not failures, "\n\n".join(failures)
+
+
+def test_the_readme_route_table_is_the_generated_one() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    start = readme.index(openapi.MARKDOWN_START)
+    end = readme.index(openapi.MARKDOWN_END) + len(openapi.MARKDOWN_END) + 1
+    assert readme[start:end] == openapi.markdown(TABLES), (
+        "README's route table is stale: paste `python -m api --markdown`"
+    )
