@@ -19,9 +19,9 @@ from provisioner.errors import ConfigError
 from provisioner.models import Image, Node, Plan, Quota
 from provisioner.settings import sections
 from provisioner.settings.policies import ApprovalRule, Limits, Quotas, check_references
+from provisioner.settings.sections import read_file
 from provisioner.settings.setting import group, read_all
 from provisioner.settings.table import SETTINGS
-from provisioner.settings.values import read_file
 
 __all__ = ["ApprovalRule", "Limits", "Quotas", "Settings", "SlackSettings", "TailnetSettings"]
 __all__ += ["SETTINGS", "load"]

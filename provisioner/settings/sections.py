@@ -1,8 +1,12 @@
-"""The catalogue sections of the settings file: `[plans.NAME]`, `[images.NAME]` and nodes."""
+"""Tables of the settings file (`[plans.NAME]`, `[images.NAME]`, nodes), and files of settings."""
 
 from __future__ import annotations
 
+import json
+import tomllib
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from provisioner.catalog import DEFAULT_NODES
@@ -147,3 +151,42 @@ def compat_node(host: str, port: int, user: str, key: str | None) -> Node:
         ssh_user=user,
         ssh_key="env:SSH_PRIVATE_KEY_ED25519_BASE64_ENCODED" if key else None,
     )
+
+
+@dataclass(frozen=True)
+class Table:
+    """A TOML table (or list of tables) handed to `build`; with `file`, also a path to one."""
+
+    build: Callable[[Any, str], Any]
+    shape: str
+    file: bool = False
+
+    @property
+    def allowed(self) -> str:
+        """The table's shape, and the file alternative."""
+        return f"{self.shape}, or a path to a TOML file of it" if self.file else self.shape
+
+    def parse(self, value: Any, where: str) -> Any:
+        """What `build` makes of the table (read from the file first when a path is given)."""
+        if self.file and isinstance(value, str):
+            value = read_file(Path(value), where)
+        return self.build(value, where)
+
+
+def read_file(path: Path, setting: str) -> dict[str, Any]:
+    """A TOML or JSON file as a dict, or ConfigError naming the setting."""
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"{setting}: cannot read {path}: {error.strerror}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(
+            f"{setting}: {path} is not valid {path.suffix[1:] or 'TOML'}: {error}"
+        ) from None
+    if isinstance(data, list):
+        data = {"nodes": data}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{setting}: {path} must hold a table of settings")
+    return data

@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 from provisioner.settings import policies, sections
+from provisioner.settings.sections import Table
 from provisioner.settings.setting import Setting
 from provisioner.settings.values import (
     Base64,
@@ -14,7 +15,6 @@ from provisioner.settings.values import (
     File,
     Kind,
     Origins,
-    Table,
     Tags,
     Text,
     Url,

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -268,42 +266,3 @@ class Origins:
             if origin != "*" and not origin.startswith(("http://", "https://")):
                 raise ConfigError(f"{where}: {origin!r} is not an origin like https://host")
         return origins
-
-
-@dataclass(frozen=True)
-class Table:
-    """A TOML table (or list of tables) handed to `build`; with `file`, also a path to one."""
-
-    build: Callable[[Any, str], Any]
-    shape: str
-    file: bool = False
-
-    @property
-    def allowed(self) -> str:
-        """The table's shape, and the file alternative."""
-        return f"{self.shape}, or a path to a TOML file of it" if self.file else self.shape
-
-    def parse(self, value: Any, where: str) -> Any:
-        """What `build` makes of the table (read from the file first when a path is given)."""
-        if self.file and isinstance(value, str):
-            value = read_file(Path(value), where)
-        return self.build(value, where)
-
-
-def read_file(path: Path, setting: str) -> dict[str, Any]:
-    """A TOML or JSON file as a dict, or ConfigError naming the setting."""
-    try:
-        text = path.read_text()
-    except OSError as error:
-        raise ConfigError(f"{setting}: cannot read {path}: {error.strerror}") from None
-    try:
-        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-    except (ValueError, tomllib.TOMLDecodeError) as error:
-        raise ConfigError(
-            f"{setting}: {path} is not valid {path.suffix[1:] or 'TOML'}: {error}"
-        ) from None
-    if isinstance(data, list):
-        data = {"nodes": data}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{setting}: {path} must hold a table of settings")
-    return data
