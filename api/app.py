@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from acl.publisher import PolicyPublisher
 from api import admin, approvals, catalog, health, nodes, openapi, workspaces
 from api.admin import AUDIT_KEY
 from api.approvals import APPROVALS_KEY
@@ -23,9 +22,7 @@ from api.workspaces import PROVISIONER_KEY
 from provisioner.approvals import Approvals
 from provisioner.audit import AuditTrail
 from provisioner.catalog import Catalog
-from provisioner.keys import SshKeys
 from provisioner.metrics import Metrics
-from provisioner.playbook_admin import Playbooks
 from provisioner.service import Provisioner
 from provisioner.tokens import Tokens
 
@@ -38,9 +35,6 @@ TABLES: tuple[RouteTable, ...] = (
     catalog.routes,
     nodes.routes,
     approvals.routes,
-    keys.routes,
-    playbooks.routes,
-    policy.routes,
     admin.routes,
 )
 
@@ -59,9 +53,6 @@ class ApiServices:
     tokens: Tokens
     audit: AuditTrail
     metrics: Metrics
-    keys: SshKeys
-    playbooks: Playbooks
-    policy: PolicyPublisher
 
 
 @dataclass(frozen=True)
@@ -85,9 +76,6 @@ def build_app(services: ApiServices, options: ApiOptions | None = None) -> web.A
     app[TOKENS_KEY] = services.tokens
     app[AUDIT_KEY] = services.audit
     app[METRICS_KEY] = services.metrics
-    app[keys.KEYS_KEY] = services.keys
-    app[playbooks.PLAYBOOKS_KEY] = services.playbooks
-    app[policy.POLICY_KEY] = services.policy
     app[LIMITER_KEY] = RateLimiter(options.rate_per_second, options.burst)
     app[TABLES_KEY] = TABLES
     for table in TABLES:
