@@ -20,6 +20,8 @@ class Permission(StrEnum):
     DECIDE_APPROVALS = "approvals:decide"
     READ_AUDIT = "audit:read"
     MANAGE_TOKENS = "tokens:manage"
+    MANAGE_PLAYBOOKS = "playbooks:manage"
+    READ_POLICY = "policy:read"
 
 
 P = Permission
@@ -35,6 +37,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             P.MANAGE_NODES,
             P.DECIDE_APPROVALS,
             P.READ_AUDIT,
+            P.MANAGE_PLAYBOOKS,
+            P.READ_POLICY,
         }
     ),
     Role.DEVELOPER: frozenset({P.READ_CATALOG, P.READ_WORKSPACES, P.WRITE_WORKSPACES}),

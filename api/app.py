@@ -7,7 +7,19 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from api import admin, approvals, catalog, health, nodes, openapi, workspaces
+from acl.publisher import PolicyPublisher
+from api import (
+    admin,
+    approvals,
+    catalog,
+    health,
+    keys,
+    nodes,
+    openapi,
+    playbooks,
+    policy,
+    workspaces,
+)
 from api.admin import AUDIT_KEY
 from api.approvals import APPROVALS_KEY
 from api.auth import LIMITER_KEY, TOKENS_KEY
@@ -22,7 +34,9 @@ from api.workspaces import PROVISIONER_KEY
 from provisioner.approvals import Approvals
 from provisioner.audit import AuditTrail
 from provisioner.catalog import Catalog
+from provisioner.keys import SshKeys
 from provisioner.metrics import Metrics
+from provisioner.playbook_admin import Playbooks
 from provisioner.service import Provisioner
 from provisioner.tokens import Tokens
 
@@ -35,6 +49,9 @@ TABLES: tuple[RouteTable, ...] = (
     catalog.routes,
     nodes.routes,
     approvals.routes,
+    keys.routes,
+    playbooks.routes,
+    policy.routes,
     admin.routes,
 )
 
@@ -53,6 +70,9 @@ class ApiServices:
     tokens: Tokens
     audit: AuditTrail
     metrics: Metrics
+    keys: SshKeys
+    playbooks: Playbooks
+    policy: PolicyPublisher
 
 
 @dataclass(frozen=True)
@@ -76,6 +96,9 @@ def build_app(services: ApiServices, options: ApiOptions | None = None) -> web.A
     app[TOKENS_KEY] = services.tokens
     app[AUDIT_KEY] = services.audit
     app[METRICS_KEY] = services.metrics
+    app[keys.KEYS_KEY] = services.keys
+    app[playbooks.PLAYBOOKS_KEY] = services.playbooks
+    app[policy.POLICY_KEY] = services.policy
     app[LIMITER_KEY] = RateLimiter(options.rate_per_second, options.burst)
     app[TABLES_KEY] = TABLES
     for table in TABLES:

@@ -6,7 +6,7 @@ ten times faster than formatting each one in Python, which a page of 50 workspac
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
@@ -15,7 +15,16 @@ import orjson
 from aiohttp import web
 
 from provisioner.keys import pinned_fingerprint
-from provisioner.models import ApiToken, AuditEvent, Capacity, Node, Operation, Step, Workspace
+from provisioner.models import (
+    ApiToken,
+    AuditEvent,
+    Capacity,
+    Node,
+    Operation,
+    OutputLine,
+    Step,
+    Workspace,
+)
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -131,11 +140,19 @@ def node(n: Node, used: Capacity) -> dict[str, Any]:
     }
 
 
-def operation_log(op: Operation) -> list[str]:
-    """The operation's history as text lines, one per event, oldest first."""
+def operation_log(op: Operation, output: Sequence[OutputLine] = ()) -> list[str]:
+    """The operation's history as text lines, one per event, oldest first.
+
+    A step's printed lines (ansible's output) follow its start: a running step is the last
+    one, so the log only ever grows at its end.
+    """
+    printed: dict[str, list[OutputLine]] = {}
+    for line in output:
+        printed.setdefault(line.step, []).append(line)
     lines = [f"{iso(op.created_at)} {op.kind.value} requested by {op.requested_by}"]
     for s in op.steps:
         lines.append(f"{iso(s.started_at)} {s.name} started")
+        lines.extend(f"{iso(o.at)} {s.name} | {o.line}" for o in printed.get(s.name, ()))
         if s.finished_at is not None:
             detail = f": {s.detail}" if s.detail else ""
             lines.append(f"{iso(s.finished_at)} {s.name} {s.state.value}{detail}")

@@ -212,22 +212,23 @@ async def get_operation(call: Call) -> web.Response:
 async def operation_log(call: Call) -> web.StreamResponse:
     """The operation's history as text; with ?follow=1, streamed until the operation ends."""
     core, op_id = _core(call), call.path("id")
-    op = await core.get_operation(call.actor, op_id)
+    op, output = await core.operation_with_output(call.actor, op_id)
     if call.query.get("follow") not in ("1", "true"):
-        return web.Response(text="".join(f"{line}\n" for line in render.operation_log(op)))
+        lines = render.operation_log(op, output)
+        return web.Response(text="".join(f"{line}\n" for line in lines))
     response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
     await response.prepare(call.request)
     sent = 0
     deadline = asyncio.get_running_loop().time() + FOLLOW_LIMIT_SECONDS
     while True:
-        lines = render.operation_log(op)
+        lines = render.operation_log(op, output)
         # Steps run one at a time, so lines only ever grow at the end: send what is past `sent`.
         await response.write("".join(f"{line}\n" for line in lines[sent:]).encode())
         sent = len(lines)
         if op.state.terminal or asyncio.get_running_loop().time() > deadline:
             break
         await asyncio.sleep(FOLLOW_POLL_SECONDS)
-        op = await core.get_operation(call.actor, op_id)
+        op, output = await core.operation_with_output(call.actor, op_id)
     await response.write_eof()
     return response
 

@@ -20,7 +20,6 @@ from provisioner.models import OperationKind
 from provisioner.requests import (
     CreateRequest,
     Idempotency,
-    check_playbooks,
     ttl_hours,
     workspace_name,
 )
@@ -187,7 +186,6 @@ def form_request(values: dict[str, Any], deps: BotDeps) -> CreateRequest:
         ("plan", lambda: deps.core.catalog.plan(value("plan") or "")),
         ("image", lambda: deps.core.catalog.image(value("image") or "")),
         ("name", lambda: value("name") and workspace_name(value("name"), "x")),
-        ("playbooks", lambda: check_playbooks(playbooks)),
     ]
     for field, check in checks:
         try:

@@ -154,11 +154,3 @@ def owner_tag(owner: str) -> str:
             field="owner",
         )
     return f"tag:{name}"
-
-
-def check_playbooks(playbooks: tuple[str, ...]) -> None:
-    """UnknownReference for a playbook that is not configured (none are, yet)."""
-    if playbooks:
-        raise UnknownReference(
-            f"unknown playbook {playbooks[0]!r}; none are configured", field="playbooks"
-        )

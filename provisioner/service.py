@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
 from provisioner.approvals import request_approval
 from provisioner.audit import record
@@ -22,6 +23,7 @@ from provisioner.models import (
     Operation,
     OperationKind,
     OperationState,
+    OutputLine,
     Page,
     Plan,
     Quota,
@@ -29,12 +31,12 @@ from provisioner.models import (
     WorkspaceState,
 )
 from provisioner.nodes import Nodes
+from provisioner.playbook_runs import PlaybookResolver, resolve_runs
 from provisioner.ports import Store, Transaction
 from provisioner.requests import (
     CreateRequest,
     Defaults,
     Idempotency,
-    check_playbooks,
     image_for,
     owner_for,
     owner_tag,
@@ -46,6 +48,7 @@ from provisioner.steps import RECIPES
 
 Clock = Callable[[], datetime]
 MAX_PAGE = 200
+MAX_OUTPUT_LINES = 100_000
 PENDING_STATES = frozenset({OperationState.PENDING, OperationState.AWAITING_APPROVAL})
 # Which workspace states each power action starts from.
 POWER_ACTIONS = {
@@ -80,6 +83,7 @@ class Provisioner:
         quota: Quota | None = None,
         tag_owners: bool = False,
         defaults: Defaults | None = None,
+        playbooks: PlaybookResolver | None = None,
     ) -> None:
         self.catalog = catalog
         # The plan and image a create naming none gets; edges read it to show the defaults.
@@ -87,6 +91,7 @@ class Provisioner:
         self.nodes = Nodes(store, fleet, clock)
         self._quota = quota or Quota()
         self._tag_owners = tag_owners  # a tailnet is on: every owner needs a valid tag
+        self.playbooks = playbooks
         self._store, self._fleet, self._clock, self._wake = store, fleet, clock, wake_workers
 
     async def create_workspace(
@@ -103,7 +108,7 @@ class Provisioner:
                 self.catalog.learn_images(await tx.list_images())
         image = image_for(self.catalog, request.image, self.defaults)
         ttl = ttl_hours(plan, request.ttl_hours)
-        check_playbooks(request.playbooks)
+        runs = await resolve_runs(self.playbooks, request.playbooks)
         name = workspace_name(request.name, owner)
         size = Capacity(plan.vcpus, plan.memory_mib, plan.disk_gib)
         if not self._fleet.holds_image(image):
@@ -118,6 +123,12 @@ class Provisioner:
                 if replay is not None:
                     return replay
             node = self._fleet.place(size, await tx.usage_by_node(), image)
+            if runs and node.simulated:
+                raise InvalidInput(
+                    f"playbooks need a real guest, and node {node.name} is libvirt's test "
+                    "driver: create without playbooks, or on a node reached over SSH",
+                    field="playbooks",
+                )
             why_gated = await self._approval_reason(tx, plan, owner)
             gated = why_gated is not None
             ws_id = new_id("ws")
@@ -136,7 +147,13 @@ class Provisioner:
             )
             await tx.insert_workspace(ws, size)
             op = await self._enqueue(
-                tx, actor, ws, OperationKind.CREATE, awaiting_approval=gated, why=why_gated
+                tx,
+                actor,
+                ws,
+                OperationKind.CREATE,
+                awaiting_approval=gated,
+                why=why_gated,
+                playbooks=runs,
             )
             if gated:
                 await request_approval(tx, actor, op, now)
@@ -280,6 +297,34 @@ class Provisioner:
         self._wake()
         return op
 
+    async def run_playbook(
+        self,
+        actor: Actor,
+        workspace_id: str,
+        playbook: str,
+        extra_vars: Mapping[str, Any] | None = None,
+    ) -> Operation:
+        """Run a playbook from the catalogue in a running workspace, as an operation."""
+        runs = await resolve_runs(self.playbooks, [playbook], extra_vars)
+        async with self._store.transaction() as tx:
+            await tx.lock(f"workspace:{workspace_id}")
+            ws = await _visible(tx, actor, workspace_id)
+            if ws.state != WorkspaceState.RUNNING:
+                raise Conflict(
+                    f"cannot run {playbook} in workspace {ws.name}: it is {ws.state.value}; "
+                    "start it first",
+                    code="wrong_state",
+                )
+            active = await tx.active_operation(ws.id)
+            if active is not None:
+                raise Conflict(
+                    f"workspace {ws.name} is busy with {active.kind.value} ({active.id})",
+                    code="busy",
+                )
+            op = await self._enqueue(tx, actor, ws, OperationKind.PLAYBOOK, playbooks=runs)
+        self._wake()
+        return op
+
     async def extend_workspace(self, actor: Actor, workspace_id: str, hours: int) -> Workspace:
         """Push a workspace's expiry later, within its plan's maximum."""
         now = self._clock()
@@ -312,6 +357,17 @@ class Provisioner:
                 raise NotFound(f"no operation {operation_id}")
             await _visible(tx, actor, op.workspace_id, what=f"operation {operation_id}")
             return op
+
+    async def operation_with_output(
+        self, actor: Actor, operation_id: str
+    ) -> tuple[Operation, list[OutputLine]]:
+        """One operation and the lines its steps printed (playbook output), oldest first."""
+        async with self._store.read() as tx:
+            op = await tx.get_operation(operation_id)
+            if op is None:
+                raise NotFound(f"no operation {operation_id}")
+            await _visible(tx, actor, op.workspace_id, what=f"operation {operation_id}")
+            return op, await tx.operation_output(op.id, after=0, limit=MAX_OUTPUT_LINES)
 
     async def cancel_operation(self, actor: Actor, operation_id: str) -> Operation:
         """Cancel an operation now if it waits, or ask its worker to stop at the next step."""
@@ -375,9 +431,13 @@ class Provisioner:
         *,
         awaiting_approval: bool = False,
         why: str | None = None,
+        playbooks: list[dict[str, Any]] | None = None,
     ) -> Operation:
         """Record a new operation on `ws` for the workers, and audit it."""
         now = self._clock()
+        params: dict[str, Any] = {"approval_reason": why} if why else {}
+        if playbooks:
+            params["playbooks"] = playbooks
         op = Operation(
             id=new_id("op"),
             kind=kind,
@@ -386,7 +446,7 @@ class Provisioner:
             requested_by=actor.name,
             created_at=now,
             updated_at=now,
-            params={"approval_reason": why} if why else {},
+            params=params,
         )
         await tx.insert_operation(op)
         await record(

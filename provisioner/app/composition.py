@@ -7,6 +7,7 @@ import contextlib
 import gc
 import logging
 import os
+import shutil
 import signal
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -22,6 +23,7 @@ from acl.publisher import PolicyPublisher
 from api.app import ApiOptions, ApiServices, build_app
 from bot.app import SlackBot, SlackCredentials
 from bot.deps import BotConfig
+from provisioner.adapters.ansible import AnsiblePlaybookRunner
 from provisioner.adapters.cloudinit import CloudInitSeeds
 from provisioner.adapters.keyfiles import ensure_keypair, write_key_from_base64
 from provisioner.adapters.libvirt import LibvirtHypervisor
@@ -44,11 +46,13 @@ from provisioner.keys import SshKeys
 from provisioner.metrics import Metrics
 from provisioner.models import SYSTEM_ACTOR, Node, Role
 from provisioner.operations import OperationRunner
+from provisioner.playbook_admin import Playbooks
+from provisioner.playbooks import PlaybookCatalog
 from provisioner.ports import HostKeyReporter, HostKeySighting, Tailnet
 from provisioner.reconcile import Reconciler
 from provisioner.service import Provisioner
 from provisioner.settings import Settings
-from provisioner.step_context import GuestLogin, StepContexts, Timeouts
+from provisioner.step_context import GuestLogin, PlaybookTools, StepContexts, Timeouts
 from provisioner.tokens import Tokens
 
 log = logging.getLogger("provisioner")
@@ -108,11 +112,21 @@ class System:
     audit: AuditTrail
     bot: SlackBot | None
     policy: PolicyPublisher
+    playbooks: PlaybookCatalog
     tailnet: Tailnet | None = None
 
     def api(self) -> web.Application:
         """The HTTP application over this system (with the Slack endpoint when Slack is on)."""
-        services = ApiServices(self.core, self.approvals, self.tokens, self.audit, self.metrics)
+        services = ApiServices(
+            self.core,
+            self.approvals,
+            self.tokens,
+            self.audit,
+            self.metrics,
+            SshKeys(self.store, now),
+            Playbooks(self.playbooks, self.store, now),
+            self.policy,
+        )
         options = ApiOptions(
             rate_per_second=self.settings.rate_limit,
             burst=self.settings.rate_burst,
@@ -171,6 +185,8 @@ async def built(settings: Settings) -> AsyncIterator[System]:
         await images.stock_simulated()
         metrics = Metrics()
         policy = policy_publisher(settings, store, tailnet, now)
+        playbooks = PlaybookCatalog(settings.playbooks_path, settings.data_dir, now)
+        runner_binary = shutil.which(settings.ansible_playbook) or settings.ansible_playbook
         contexts = StepContexts(
             store,
             catalog,
@@ -182,6 +198,12 @@ async def built(settings: Settings) -> AsyncIterator[System]:
             tailnet=tailnet,
             join=tailnet_join(settings.tailnet),
             tag_policy=PolicyTags(policy) if tailnet is not None else None,
+            playbooks=PlaybookTools(
+                playbooks,
+                AnsiblePlaybookRunner(Path(runner_binary)),
+                settings.data_dir / "keys" / "id_ed25519",
+                settings.playbook_timeout.total_seconds(),
+            ),
         )
         runner = OperationRunner(
             store,
@@ -199,7 +221,14 @@ async def built(settings: Settings) -> AsyncIterator[System]:
             else runner.wake
         )
         core = Provisioner(
-            store, catalog, fleet, now, wake, quota=settings.quota, tag_owners=tailnet is not None
+            store,
+            catalog,
+            fleet,
+            now,
+            wake,
+            quota=settings.quota,
+            tag_owners=tailnet is not None,
+            playbooks=playbooks,
         )
         approvals = Approvals(store, now, wake)
         tokens = Tokens(store, now)
@@ -227,6 +256,7 @@ async def built(settings: Settings) -> AsyncIterator[System]:
             AuditTrail(store),
             bot,
             policy,
+            playbooks,
             tailnet,
         )
     finally:
