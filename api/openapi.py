@@ -134,11 +134,16 @@ def bodies(tables: Iterable[RouteTable], catalog: Catalog | None) -> dict[str, S
     }
 
 
-def components(tables: Iterable[RouteTable], catalog: Catalog | None) -> Schema:
+def own_schemas(tables: Iterable[RouteTable]) -> dict[str, Schema]:
+    """The component schemas the tables declare with their routes."""
+    return {name: schema for table in tables for name, schema in table.schemas.items()}
+
+
+def components(tables: tuple[RouteTable, ...], catalog: Catalog | None) -> Schema:
     """Schemas, error responses, headers and the security scheme."""
     request_id = "Correlates the answer with the server's log lines."
     return {
-        "schemas": schemas() | bodies(tables, catalog),
+        "schemas": schemas() | own_schemas(tables) | bodies(tables, catalog),
         "responses": error_responses(),
         "headers": {
             "RequestId": {"description": request_id, "schema": string()},

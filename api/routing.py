@@ -83,11 +83,13 @@ class Route:
 
 
 class RouteTable:
-    """The routes of one part of the API (its OpenAPI tag), declared with decorators."""
+    """The routes of one part of the API (its OpenAPI tag), declared with decorators, and the
+    component schemas its answers refer to (`ref("Name")`)."""
 
-    def __init__(self, tag: str) -> None:
+    def __init__(self, tag: str, schemas: Mapping[str, Schema] | None = None) -> None:
         self.tag = tag
         self.routes: list[Route] = []
+        self.schemas: dict[str, Schema] = dict(schemas or {})
 
     def route(
         self, method: str, path: str, permission: Permission | None, summary: str, **options: Any

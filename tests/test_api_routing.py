@@ -16,12 +16,13 @@ from api.errors import METRICS_KEY, error_boundary
 from api.openapi import spec
 from api.render import json_response
 from api.routing import PUBLIC, Call, RouteTable
-from api.schema import answer, integer, obj, string
+from api.schema import answer, integer, obj, ref, string
 from provisioner.errors import InvalidInput
 from provisioner.metrics import Metrics
 
 Client = TestClient[Any, Any]
-table = RouteTable("uploads")
+ARRIVED = obj({"name": string(), "filename": string(), "size": integer()})
+table = RouteTable("uploads", schemas={"Arrived": ARRIVED})
 UPLOAD_FIELDS = {"file": Field(Upload, required=True), "name": Field(str, max_length=20)}
 
 
@@ -30,7 +31,7 @@ UPLOAD_FIELDS = {"file": Field(Upload, required=True), "name": Field(str, max_le
     PUBLIC,
     "Upload a file",
     status=201,
-    ok=answer("What arrived.", obj({"name": string(), "filename": string(), "size": integer()})),
+    ok=answer("What arrived.", ref("Arrived")),
     body=Multipart("Upload", UPLOAD_FIELDS, max_bytes=1024),
 )
 async def upload(call: Call) -> web.Response:
@@ -121,6 +122,7 @@ def test_the_document_describes_the_multipart_body() -> None:
     assert fields["required"] == ["file"]
     assert fields["properties"]["file"]["contentMediaType"] == "application/octet-stream"
     assert "413" in document["paths"]["/v1/uploads"]["post"]["responses"]
+    assert document["components"]["schemas"]["Arrived"] == ARRIVED  # declared with the table
 
 
 def test_field_errors_name_their_field() -> None:
