@@ -85,6 +85,8 @@ class OnboardRunner:
     async def tick(self) -> None:
         """Renew our leases, fail lapsed requests, start the work that is due."""
         now, worker = self._moves.clock(), self._core.worker
+        # Only requests committed before we read: one being taken right now is not ended.
+        known = self._vault.stored_ids()
         async with self._moves.store.transaction() as tx:
             await tx.renew_onboard_leases(worker, now + self._core.lease)
             held = await tx.held_onboard(worker)
@@ -93,7 +95,7 @@ class OnboardRunner:
             why = INTERRUPTED.format(why="it did not renew its lease")
             await self._fail(request, why, LIVE, lapsed_before=now)
         live = {request.id for request in held}
-        for request_id in self._vault.ids() - live - set(self._tasks):
+        for request_id in known - live - set(self._tasks):
             self._vault.drop(request_id)  # ended elsewhere: cancelled or denied
         for request in held:
             if request.id not in self._tasks:

@@ -48,11 +48,17 @@ class PasswordVault:
 
     def __init__(self) -> None:
         self._held: dict[str, str] = {}
+        self._stored: set[str] = set()  # requests whose row is committed
 
     def hold(self, request_id: str, password: str) -> None:
         """Keep the password for the request (and redact it everywhere meanwhile)."""
         SECRETS.add(password)
         self._held[request_id] = password
+
+    def stored(self, request_id: str) -> None:
+        """Note that the request's row is committed: from now on its row says if it ended."""
+        if request_id in self._held:
+            self._stored.add(request_id)
 
     def peek(self, request_id: str) -> str | None:
         """The request's password, if this process holds it."""
@@ -61,6 +67,7 @@ class PasswordVault:
     def drop(self, request_id: str) -> None:
         """Forget the password: it was used, or can no longer be."""
         password = self._held.pop(request_id, None)
+        self._stored.discard(request_id)
         if password is not None:
             self.forget_unheld(password)
 
@@ -72,6 +79,10 @@ class PasswordVault:
     def ids(self) -> set[str]:
         """The requests whose password is held here."""
         return set(self._held)
+
+    def stored_ids(self) -> set[str]:
+        """The requests held here whose row is committed."""
+        return set(self._stored)
 
 
 class Transitions:
@@ -165,19 +176,24 @@ class Onboarding:
 
     async def request(self, actor: Actor, spec: OnboardInput) -> OnboardRequest:
         """Take a request: checked, rate-limited, stored; its password held in memory here."""
-        # Masked from the first moment: even a failure's traceback must not carry it.
-        SECRETS.add(spec.login_password)
+        request_id = new_id("onb")
+        # Held (and masked) from the first moment: the runner may see the row before we return,
+        # and even a failure's traceback must not carry the password.
+        self.vault.hold(request_id, spec.login_password)
         try:
-            request = await self._store_new(actor, onboard_rules.check(spec))
-            self.vault.hold(request.id, spec.login_password)
-        finally:
-            self.vault.forget_unheld(spec.login_password)
+            request = await self._store_new(actor, request_id, onboard_rules.check(spec))
+        except BaseException:
+            self.vault.drop(request_id)
+            raise
+        self.vault.stored(request_id)
         self.wake()
         return request
 
-    async def _store_new(self, actor: Actor, checked: onboard_rules.CheckedInput) -> OnboardRequest:
+    async def _store_new(
+        self, actor: Actor, request_id: str, checked: onboard_rules.CheckedInput
+    ) -> OnboardRequest:
         """Insert the request (and write a generated key) inside the rate-limit lock."""
-        spec, now, request_id = checked.spec, self._clock(), new_id("onb")
+        spec, now = checked.spec, self._clock()
         line, fingerprint, key_path = checked.public_key, checked.fingerprint, None
         private = None
         if line is None:

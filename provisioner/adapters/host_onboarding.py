@@ -27,7 +27,8 @@ if id -u "$u" >/dev/null 2>&1; then
   echo "user $u already exists; adding the key to it"
 else
   shell=/bin/sh; [ -x /bin/bash ] && shell=/bin/bash
-  useradd -m -s "$shell" "$u"
+  # -p '*': no password, yet not locked ('!'): sshd without PAM refuses key logins to locked ones.
+  useradd -m -s "$shell" -p '*' "$u"
   echo "created user $u (shell $shell)"
 fi
 g=$(id -gn "$u"); home=$(getent passwd "$u" | cut -d: -f6)
