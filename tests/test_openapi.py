@@ -231,6 +231,11 @@ async def test_method_not_allowed_says_which_are(client: Client) -> None:
 # --- schemathesis against the live app ----------------------------------------------------------
 
 
+# Nothing listens there (TEST-NET-1), and the test system runs no onboarding runner anyway.
+ONBOARD = {"host": "192.0.2.1", "login_user": "root", "login_password": "pw-seed-1"}
+ONBOARD |= {"desired_user": "seed", "generate_key": True}
+
+
 def seed_store(base_url: str, session: requests.Session) -> dict[str, str]:
     """Ids of real resources for the {id} routes, by collection (the approval is a developer's)."""
 
@@ -248,6 +253,7 @@ def seed_store(base_url: str, session: requests.Session) -> dict[str, str]:
         "operations": made["operation"]["id"],
         "approvals": call("GET", "/v1/approvals")["approvals"][0]["id"],
         "tokens": dev["token"]["id"],
+        "onboard": call("POST", "/v1/onboard/requests", ONBOARD, dev["secret"])["id"],
     }
 
 

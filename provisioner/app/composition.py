@@ -21,6 +21,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from acl.publisher import PolicyPublisher
 from api.app import ApiOptions, ApiServices, build_app
+from api.onboard import ONBOARD_KEY
 from bot.app import SlackBot, SlackCredentials
 from bot.deps import BotConfig
 from provisioner.adapters.ansible import AnsiblePlaybookRunner
@@ -29,6 +30,7 @@ from provisioner.adapters.keyfiles import ensure_keypair, write_key_from_base64
 from provisioner.adapters.libvirt import LibvirtHypervisor
 from provisioner.adapters.store.engine import SqlStore
 from provisioner.app import http_processes
+from provisioner.app.onboarding import build_onboarding
 from provisioner.app.tailnet import (
     PolicyTags,
     build_tailnet,
@@ -45,6 +47,8 @@ from provisioner.images import Images
 from provisioner.keys import SshKeys
 from provisioner.metrics import Metrics
 from provisioner.models import SYSTEM_ACTOR, Node, Role
+from provisioner.onboard_runner import OnboardRunner
+from provisioner.onboarding import Onboarding
 from provisioner.operations import OperationRunner
 from provisioner.playbook_admin import Playbooks
 from provisioner.playbooks import PlaybookCatalog
@@ -114,6 +118,8 @@ class System:
     policy: PolicyPublisher
     playbooks: PlaybookCatalog
     tailnet: Tailnet | None = None
+    onboarding: Onboarding | None = None
+    onboard_runner: OnboardRunner | None = None
 
     def api(self) -> web.Application:
         """The HTTP application over this system (with the Slack endpoint when Slack is on)."""
@@ -133,6 +139,8 @@ class System:
             cors_origins=self.settings.cors_origins,
         )
         app = build_app(services, options)
+        if self.onboarding is not None:
+            app[ONBOARD_KEY] = self.onboarding
         if self.bot is not None:
             self.bot.mount(app)
         return app
@@ -242,6 +250,7 @@ async def built(settings: Settings) -> AsyncIterator[System]:
             grace=settings.orphan_grace,
             tailnet=tailnet_reconciler(settings, store, tailnet, now),
         )
+        onboarding, onboard_runner = build_onboarding(store, now, settings.data_dir, runner.worker)
         yield System(
             settings,
             store,
@@ -258,6 +267,8 @@ async def built(settings: Settings) -> AsyncIterator[System]:
             policy,
             playbooks,
             tailnet,
+            onboarding,
+            onboard_runner,
         )
     finally:
         if tailnet is not None:
@@ -284,6 +295,8 @@ async def serve(settings: Settings) -> None:
         site = web.TCPSite(web_runner, settings.host, settings.port, reuse_port=shared)
         await site.start()
         system.runner.start()
+        if system.onboard_runner is not None:
+            system.onboard_runner.start()
         wakes = children = None
         if shared:
             wakes = await http_processes.listen_for_wakes(
@@ -305,6 +318,8 @@ async def serve(settings: Settings) -> None:
         if system.bot is not None:
             await system.bot.stop()
         await system.runner.stop(DRAIN_SECONDS)
+        if system.onboard_runner is not None:
+            await system.onboard_runner.stop()
         await web_runner.cleanup()
         if wakes is not None:
             wakes.close()
@@ -318,8 +333,13 @@ async def serve_http(settings: Settings) -> None:
         await web_runner.setup()
         site = web.TCPSite(web_runner, settings.host, settings.port, reuse_port=True)
         await site.start()
+        # A request taken here has its password here: this process does its SSH work.
+        if system.onboard_runner is not None:
+            system.onboard_runner.start()
         await _until_signalled()
         await site.stop()
+        if system.onboard_runner is not None:
+            await system.onboard_runner.stop()
         await web_runner.cleanup()
 
 
