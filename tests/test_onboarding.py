@@ -13,12 +13,15 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from aiohttp.test_utils import TestClient
 
 from provisioner.adapters.host_onboarding import SshHostOnboarder
 from provisioner.adapters.store.engine import SqlStore
+from provisioner.app.composition import System
 from provisioner.errors import Conflict, InvalidInput, PermissionDenied, RateLimited
 from provisioner.models import Actor, Role
 from provisioner.onboard_models import OnboardInput, OnboardRequest, OnboardState
@@ -74,10 +77,15 @@ class Rig:
 
     async def dump(self) -> str:
         """Every row of every table, as text."""
-        async with self.store.read() as tx:
-            tables = await tx.conn.run_sync(lambda c: sa.inspect(c).get_table_names())
-            rows = [await tx.conn.execute(sa.text(f'SELECT * FROM "{t}"')) for t in tables]
-        return "\n".join(repr(row) for result in rows for row in result)
+        return await dump(self.store)
+
+
+async def dump(store: SqlStore) -> str:
+    """Every row of every table, as text."""
+    async with store.read() as tx:
+        tables = await tx.conn.run_sync(lambda c: sa.inspect(c).get_table_names())
+        rows = [await tx.conn.execute(sa.text(f'SELECT * FROM "{t}"')) for t in tables]
+    return "\n".join(repr(row) for result in rows for row in result)
 
 
 def build(store: SqlStore, data_dir: Path, worker: str, **options: object) -> Rig:
@@ -421,3 +429,111 @@ async def test_a_pasted_private_key_is_refused_and_never_stored(
         assert "PRIVATE" not in await rig.dump() and private not in refused.value.message
     finally:
         await store.close()
+
+
+async def token(
+    client: TestClient[Any, Any], admin: dict[str, str], role: str, owner: str
+) -> dict[str, str]:
+    """Authorization headers of a new token."""
+    made = await client.post("/v1/tokens", json={"role": role, "owner": owner}, headers=admin)
+    assert made.status == 201, await made.text()
+    return {"Authorization": f"Bearer {(await made.json())['secret']}"}
+
+
+async def test_the_api_end_to_end_and_the_password_in_no_answer(
+    system: System,
+    client: TestClient[Any, Any],
+    admin_headers: dict[str, str],
+    sshd: PasswordSshd,
+    users: Users,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    assert system.onboard_runner is not None
+    system.onboard_runner.start()
+    try:
+        dev = await token(client, admin_headers, "developer", "dev@example.com")
+        ops = await token(client, admin_headers, "operator", "ops@example.com")
+        login, desired = users.login(root=True), users.name()
+        body = {"host": "127.0.0.1", "port": sshd.port, "login_user": login[0]}
+        body |= {"login_password": login[1], "desired_user": desired, "generate_key": True}
+        taken = await client.post("/v1/onboard/requests", json=body, headers=dev)
+        answers = [await taken.text()]
+        assert taken.status == 202, answers[0]
+        request_id = (await taken.json())["id"]
+        assert (await taken.json())["state"] == "created"
+        path = f"/v1/onboard/requests/{request_id}"
+        for _ in range(200):
+            shown = await client.get(path, headers=dev)
+            answers.append(await shown.text())
+            if (await shown.json())["state"] != "created":
+                break
+            await asyncio.sleep(0.05)
+        assert (await shown.json())["host_key_fingerprint"] == sshd.fingerprint
+        refused = await client.post(
+            f"{path}/approve", json={"fingerprint": sshd.fingerprint}, headers=dev
+        )
+        assert refused.status == 403  # developers may not decide
+        stale = await client.post(
+            f"{path}/approve", json={"fingerprint": "SHA256:" + "B" * 43}, headers=ops
+        )
+        assert stale.status == 409
+        assert (await stale.json())["error"]["code"] == "fingerprint_mismatch"
+        approved = await client.post(
+            f"{path}/approve", json={"fingerprint": sshd.fingerprint}, headers=ops
+        )
+        assert approved.status == 200 and (await approved.json())["state"] == "running"
+        for _ in range(200):
+            shown = await client.get(path, headers=dev)
+            answers.append(await shown.text())
+            if (await shown.json())["state"] not in ("running", "awaiting_approval"):
+                break
+            await asyncio.sleep(0.05)
+        assert (await shown.json())["state"] == "succeeded", answers[-1]
+        log_text = await (await client.get(f"{path}/log", headers=dev)).text()
+        assert "approved: host key" in log_text and "succeeded:" in log_text
+        listed = await client.get("/v1/onboard/requests", headers=ops)
+        answers += [log_text, await listed.text()]
+        assert [r["id"] for r in (await listed.json())["requests"]] == [request_id]
+        others = await client.get(
+            "/v1/onboard/requests",
+            headers=await token(client, admin_headers, "developer", "x@example.com"),
+        )
+        assert (await others.json())["requests"] == []
+        audit = await client.get(f"/v1/audit?target={request_id}", headers=admin_headers)
+        answers.append(await audit.text())
+        assert login[1] not in "\n".join(answers) + caplog.text + await dump(system.store)
+    finally:
+        await system.onboard_runner.stop()
+
+
+async def test_the_api_answers_429_with_retry_after(
+    system: System, client: TestClient[Any, Any], admin_headers: dict[str, str]
+) -> None:
+    dev = await token(client, admin_headers, "developer", "many@example.com")
+    body = {"login_user": "root", "login_password": "pw-many-1", "desired_user": "onbtmany"}
+    body |= {"generate_key": True}
+    for n in range(5):
+        made = await client.post(
+            "/v1/onboard/requests", json=body | {"host": f"192.0.2.{n}"}, headers=dev
+        )
+        assert made.status == 202
+    limited = await client.post(
+        "/v1/onboard/requests", json=body | {"host": "192.0.2.9"}, headers=dev
+    )
+    assert limited.status == 429
+    assert 0 < int(limited.headers["Retry-After"]) <= 600
+    assert (await limited.json())["error"]["code"] == "rate_limited"
+    private = await client.post(
+        "/v1/onboard/requests",
+        json={
+            **body,
+            "host": "192.0.2.9",
+            "generate_key": None,
+            "public_key": "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----",
+        },
+        headers=await token(client, admin_headers, "developer", "other@example.com"),
+    )
+    assert private.status in (400, 422)
+    assert "abc" not in await private.text()
+    assert (await private.json())["error"]["code"] == "private_key_refused"
