@@ -87,6 +87,8 @@ def operation(route: Route, path: str, summary: str, tag: str) -> Schema:
         op["description"] = f"Needs `{route.permission.value}` (roles: {_roles(route)})."
     if params := [*path_params(path), *route.params]:
         op["parameters"] = params
+    if any(p["in"] == "query" for p in route.params):
+        statuses.append(422)  # a query value the route cannot use
     if route.body is not None:
         content = {route.body.media_type: {"schema": ref(route.body.name)}}
         op["requestBody"] = {"required": route.body.required, "content": content}

@@ -29,6 +29,7 @@ from api.openapi import SPEC_PATH
 from provisioner.app.cli import System
 from provisioner.catalog import DEFAULT_IMAGES, DEFAULT_PLANS, Catalog
 from tests.conftest import ADMIN_SECRET
+from tests.test_api_keys_playbooks import PUBLIC as PUBLIC_KEY
 
 AUTH = {"Authorization": f"Bearer {ADMIN_SECRET}"}
 SEED = 20251121
@@ -254,6 +255,7 @@ def seed_store(base_url: str, session: requests.Session) -> dict[str, str]:
         "approvals": call("GET", "/v1/approvals")["approvals"][0]["id"],
         "tokens": dev["token"]["id"],
         "onboard": call("POST", "/v1/onboard/requests", ONBOARD, dev["secret"])["id"],
+        "keys": call("POST", "/v1/keys", {"public_key": PUBLIC_KEY})["id"],
     }
 
 
