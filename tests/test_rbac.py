@@ -16,6 +16,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from provisioner.app.cli import System
+from tests.test_api_keys_playbooks import PUBLIC as PUBLIC_KEY
 from tests.test_api_workspaces import wait_operation
 
 Client = TestClient[object, object]
@@ -23,13 +24,19 @@ Client = TestClient[object, object]
 CATALOG, READ, WRITE, ALL_OWNERS = "catalog", "read", "write", "all_owners"
 NODES, ADD_NODES, APPROVALS = "nodes", "add_nodes", "approvals"
 AUDIT, TOKENS = "audit", "tokens"
+# Uploading playbooks (they run as root in workspaces), reading the tailnet policy, and deciding
+# on existing hosts' onboarding (CONTRACT §6: "approval of a host key and cancel by operators").
+PLAYBOOKS, POLICY, ONBOARD_OPS = "playbooks", "policy", "onboard_ops"
+OPS_ONLY = frozenset({PLAYBOOKS, POLICY, ONBOARD_OPS})
 # admin: everything; operator: all workspaces, nodes, approvals, audit; developer: own workspaces
 # and the catalog; viewer: read-only, every owner's workspaces and the nodes.
 GRANTS: dict[str, frozenset[str]] = {
     "admin": frozenset(
         {CATALOG, READ, WRITE, ALL_OWNERS, NODES, ADD_NODES, APPROVALS, AUDIT, TOKENS}
-    ),
-    "operator": frozenset({CATALOG, READ, WRITE, ALL_OWNERS, NODES, ADD_NODES, APPROVALS, AUDIT}),
+    )
+    | OPS_ONLY,
+    "operator": frozenset({CATALOG, READ, WRITE, ALL_OWNERS, NODES, ADD_NODES, APPROVALS, AUDIT})
+    | OPS_ONLY,
     "developer": frozenset({CATALOG, READ, WRITE}),
     "viewer": frozenset({CATALOG, READ, ALL_OWNERS, NODES}),
 }
@@ -40,6 +47,8 @@ REFUSED = {401: UNAUTHENTICATED, 403: FORBIDDEN, 404: HIDDEN}
 DEV, OTHER = "dana", "other.owner"  # the developer, and an owner she must never see
 OTHER_NAMES = ("other-box", "other-big", "other-huge")
 SMALL = {"plan": "small", "image": "debian-12"}
+ONBOARD = {"login_user": "root", "login_password": "pw-rbac-1", "desired_user": "dana"}
+ONBOARD |= {"generate_key": True}
 TEST_URI = "test:///default"
 SNAKE = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -77,6 +86,7 @@ def case(
 
 
 WS, OP = "/v1/workspaces/{id}", "/v1/operations/{id}"
+ONB, PB = "/v1/onboard/requests", "/v1/playbooks"
 POWER = "/v1/workspaces/{id}/{action}"
 # Ordered so that each state change comes after every request that needs the earlier state.
 CASES: tuple[Case, ...] = (
@@ -174,6 +184,43 @@ CASES: tuple[Case, ...] = (
         route="/v1/nodes/{name}/approve",
         body={"fingerprint": "SHA256:" + "A" * 43},
     ),
+    case("GET", "/v1/keys", READ, {200}),
+    case("GET", f"/v1/keys?owner={OTHER}", READ, {200}, route="/v1/keys", foreign=FORBIDDEN),
+    case("POST", "/v1/keys", WRITE, {200, 201}, body={"public_key": PUBLIC_KEY}),
+    case("DELETE", "/v1/keys/{key_mine}", WRITE, {200, 404}, route="/v1/keys/{id}"),
+    case("GET", PB, CATALOG, {200}),
+    case("GET", PB + "/nonexistent", CATALOG, {404}, route=PB + "/{name}"),
+    # Authorised before the body is read: an allowed caller sending JSON gets 415.
+    case("POST", PB, PLAYBOOKS, {415}, body={"file": "x"}),
+    case("DELETE", PB + "/nonexistent", PLAYBOOKS, {404}, route=PB + "/{name}"),
+    case(
+        "POST",
+        "/v1/workspaces/{mine}/playbooks",
+        WRITE,
+        {404, 409, 422},
+        route=WS + "/playbooks",
+        body={"playbook": "nonexistent"},
+    ),
+    case("GET", "/v1/acl", POLICY, {200, 503}),
+    case("GET", ONB, READ, {200}),
+    case("GET", ONB + "/{onboard_mine}", READ, {200}, route=ONB + "/{id}"),
+    case("GET", ONB + "/{onboard_theirs}", READ, {200}, route=ONB + "/{id}", foreign=HIDDEN),
+    case("GET", ONB + "/{onboard_mine}/log", READ, {200}, route=ONB + "/{id}/log"),
+    case(
+        "GET", ONB + "/{onboard_theirs}/log", READ, {200}, route=ONB + "/{id}/log", foreign=HIDDEN
+    ),
+    case("POST", ONB, WRITE, {202}, body={**ONBOARD, "host": "192.0.2.30"}),
+    case(
+        "POST",
+        ONB + "/{onboard_mine}/approve",
+        ONBOARD_OPS,
+        {409},
+        route=ONB + "/{id}/approve",
+        body={"fingerprint": "SHA256:" + "A" * 43},
+    ),
+    case(
+        "POST", ONB + "/{onboard_mine}/cancel", ONBOARD_OPS, {200, 409}, route=ONB + "/{id}/cancel"
+    ),
     case("POST", "/v1/tokens", TOKENS, {201}, body={"role": "admin", "owner": "mallory"}),
     case("DELETE", "/v1/tokens/{victim}", TOKENS, {200}, route="/v1/tokens/{id}"),
     case("DELETE", "/v1/workspaces/{mine}", WRITE, {202, 409}, route=WS),
@@ -229,12 +276,19 @@ async def world(client: Client, admin_headers: dict[str, str]) -> World:
         created: dict[str, Any] = await resp.json()
         return created
 
+    async def onboard(host: str, as_: dict[str, str]) -> str:
+        resp = await client.post(ONB, json={**ONBOARD, "host": host}, headers=as_)
+        assert resp.status == 202, await resp.text()
+        return str((await resp.json())["id"])
+
     owners = {"admin": "ada", "operator": "olga", "developer": DEV, "viewer": "vic"}
     made = await asyncio.gather(
         *(token(role, owner) for role, owner in owners.items()),
         token("admin", "rex"),
         token("viewer", "victim"),
+        token("developer", OTHER),
     )
+    other = made.pop()[1]
     headers = {role: h for role, (_id, h) in zip(owners, made, strict=False)}
     (revoked_id, revoked), (victim_id, _victim) = made[-2:]
     assert (await client.delete(f"/v1/tokens/{revoked_id}", headers=admin_headers)).status == 200
@@ -262,7 +316,14 @@ async def world(client: Client, admin_headers: dict[str, str]) -> World:
         "gated_theirs": gated_theirs["operation"]["id"],
         "approval": approval["id"],
         "victim": victim_id,
+        "onboard_mine": await onboard("192.0.2.10", headers["developer"]),
+        "onboard_theirs": await onboard("192.0.2.20", other),
     }
+    resp = await client.post(
+        "/v1/keys", json={"public_key": PUBLIC_KEY}, headers=headers["developer"]
+    )
+    assert resp.status == 201, await resp.text()
+    ids["key_mine"] = (await resp.json())["id"]
     return World(headers, ids)
 
 
