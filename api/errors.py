@@ -18,6 +18,7 @@ from provisioner.errors import (
     InvalidInput,
     NodeUntrusted,
     NotFound,
+    PayloadTooLarge,
     PermissionDenied,
     ProvisionerError,
     RateLimited,
@@ -33,6 +34,7 @@ REQUEST_ID = web.RequestKey("request_id", str)
 CURRENT_REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="-")
 
 STATUS: tuple[tuple[type[ProvisionerError], int], ...] = (
+    (PayloadTooLarge, 413),
     (InvalidInput, 422),
     (Unauthenticated, 401),
     (PermissionDenied, 403),

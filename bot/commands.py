@@ -65,9 +65,14 @@ async def create(deps: BotDeps, inv: Invocation) -> None:
 
 
 def parse_create(args: list[str]) -> CreateRequest:
-    """A create request from `[name] [plan=P] [image=I] [ttl=H]`."""
-    name, options = None, {"plan": "small", "image": "debian-12"}
-    ttl = None
+    """A create request from `[name] [plan=P] [image=I] [ttl=H] [playbooks=A,B]`.
+
+    A plan or image left out is the deployment's default, which the core fills in.
+    """
+    name: str | None = None
+    options: dict[str, str | None] = {"plan": None, "image": None}
+    ttl: int | None = None
+    playbooks: tuple[str, ...] = ()
     for arg in args:
         key, eq, value = arg.partition("=")
         if not eq:
@@ -82,9 +87,17 @@ def parse_create(args: list[str]) -> CreateRequest:
             if not value.isdigit():
                 raise InvalidInput("ttl is a number of hours, like ttl=8")
             ttl = int(value)
+        elif key == "playbooks":
+            playbooks = tuple(p for p in value.split(",") if p)
         else:
-            raise InvalidInput(f"unknown option {key!r}; use plan=, image= or ttl=")
-    return CreateRequest(plan=options["plan"], image=options["image"], name=name, ttl_hours=ttl)
+            raise InvalidInput(f"unknown option {key!r}; use plan=, image=, ttl= or playbooks=")
+    return CreateRequest(
+        plan=options["plan"],
+        image=options["image"],
+        name=name,
+        ttl_hours=ttl,
+        playbooks=playbooks,
+    )
 
 
 async def list_(deps: BotDeps, inv: Invocation) -> None:
@@ -144,6 +157,21 @@ async def keys(deps: BotDeps, inv: Invocation) -> None:
     await inv.reply(f"{verb} key `{key.fingerprint}`; new workspaces will accept it.")
 
 
+async def run_playbook(deps: BotDeps, inv: Invocation) -> None:
+    """`run NAME PLAYBOOK`: a playbook in a workspace; its output goes to the thread."""
+    ws = await deps.core.workspace_named(inv.user.actor, inv.args[0])
+    op = await deps.core.run_playbook(inv.user.actor, ws.id, inv.args[1])
+    await deps.post_status(inv.channel, inv.user.user_id, op, ws)
+
+
+async def list_playbooks(deps: BotDeps, inv: Invocation) -> None:
+    """`playbooks`: what can be run."""
+    catalog = deps.core.playbooks
+    found = await catalog.all() if catalog is not None else []
+    lines = [f"• `{p.name}` ({p.source.value})" for p in found]
+    await inv.reply("\n".join(lines) or "No playbooks yet: ops add them (POST /v1/playbooks).")
+
+
 def _comment(line: str) -> str:
     """The comment of a public key line, if it has one."""
     parts = line.split(maxsplit=2)
@@ -160,7 +188,7 @@ R = Permission.READ_WORKSPACES
 COMMANDS = (
     Command(
         "create",
-        "create [name] [plan=P] [image=I] [ttl=H]",
+        "create [name] [plan=P] [image=I] [ttl=H] [playbooks=A,B]",
         "a new workspace (no arguments: a form)",
         W,
         create,
@@ -185,6 +213,8 @@ COMMANDS = (
     Command("extend", "extend NAME HOURS", "keep a workspace longer", W, extend, 2, 2),
     Command("ssh", "ssh NAME", "how to reach a workspace", R, ssh, 1, 1),
     Command("keys", "keys add KEY | keys list", "your SSH public keys", W, keys, 1, 40),
+    Command("run", "run NAME PLAYBOOK", "run a playbook in a workspace", W, run_playbook, 2, 2),
+    Command("playbooks", "playbooks", "the playbooks you can run", R, list_playbooks),
     Command("help", "help", "this text", R, help_),
 )
 BY_NAME = {command.name: command for command in COMMANDS}

@@ -17,6 +17,7 @@ from bot.sync import MessageSync
 from bot.tasks import TaskSet
 from provisioner.errors import InvalidInput, ProvisionerError
 from provisioner.models import OperationKind
+from provisioner.playbook_runs import resolve_runs
 from provisioner.requests import (
     CreateRequest,
     Idempotency,
@@ -115,7 +116,7 @@ class Interactions:
     async def create_submitted(self, ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
         """The create form: field errors show in the form, the create runs after the ack."""
         try:
-            request = form_request(view["state"]["values"], self.deps)
+            request = await form_request(view["state"]["values"], self.deps)
         except FieldError as error:
             await ack(response_action="errors", errors={error.field: error.message})
             return
@@ -170,7 +171,7 @@ class FieldError(Exception):
         self.field, self.message = field, message
 
 
-def form_request(values: dict[str, Any], deps: BotDeps) -> CreateRequest:
+async def form_request(values: dict[str, Any], deps: BotDeps) -> CreateRequest:
     """A create request from the modal's values, checked field by field."""
 
     def value(block: str) -> Any:
@@ -192,6 +193,10 @@ def form_request(values: dict[str, Any], deps: BotDeps) -> CreateRequest:
             check()
         except ProvisionerError as error:
             raise FieldError(field, error.message) from None
+    try:
+        await resolve_runs(deps.core.playbooks, playbooks)
+    except ProvisionerError as error:
+        raise FieldError("playbooks", error.message) from None
     ttl = value("ttl")
     if ttl is not None:
         try:

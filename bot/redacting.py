@@ -9,7 +9,6 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from provisioner.redaction import redact
 
-
 # The credential slack_sdk itself moves from the call's arguments into the Authorization header.
 CREDENTIAL_KEYS = frozenset({"token"})
 
@@ -19,9 +18,7 @@ def scrub(value: Any) -> Any:
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, dict):
-        return {
-            key: item if key in CREDENTIAL_KEYS else scrub(item) for key, item in value.items()
-        }
+        return {key: item if key in CREDENTIAL_KEYS else scrub(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [scrub(item) for item in value]
     return value

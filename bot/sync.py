@@ -29,6 +29,7 @@ from provisioner.models import (
 )
 
 log = logging.getLogger(__name__)
+OUTPUT_MARK = "output:"
 
 
 class MessageSync:
@@ -79,6 +80,7 @@ class MessageSync:
         ):
             return
         posted = list(message.posted_steps)
+        await self._post_output(message, posted)
         for step in op.steps:
             if (
                 step.finished_at is not None
@@ -101,6 +103,25 @@ class MessageSync:
         await deps.conversations.synced(
             message, version=op.updated_at, posted_steps=tuple(posted), done=final
         )
+
+    async def _post_output(self, message: ChatMessage, posted: list[str]) -> None:
+        """New output lines (a playbook's) into the thread, a few messages per round at most.
+
+        How far the thread got is kept among the posted steps as `output:<last line id>`.
+        """
+        mark = next((p for p in posted if p.startswith(OUTPUT_MARK)), f"{OUTPUT_MARK}0")
+        after = int(mark.removeprefix(OUTPUT_MARK))
+        _, output = await self._deps.core.operation_with_output(SYSTEM_ACTOR, message.subject_id)
+        fresh = [line for line in output if line.id > after]
+        if not fresh:
+            return
+        for chunk in views.output_chunks([line.line for line in fresh]):
+            await self._deps.client.chat_postMessage(
+                channel=message.channel, thread_ts=message.ts, text=chunk
+            )
+        if mark in posted:
+            posted.remove(mark)
+        posted.append(f"{OUTPUT_MARK}{fresh[-1].id}")
 
     async def _tell_requester(
         self, message: ChatMessage, state: OperationState, kind: OperationKind, ws: Workspace

@@ -127,6 +127,32 @@ def step_line(name: str, state: StepState, detail: str | None) -> str:
     return f"{STEP_ICONS.get(state, '')} `{name}` {state.value}" + (f": {detail}" if detail else "")
 
 
+OUTPUT_CHUNK_CHARS = 2800  # a thread message stays readable and far from Slack's limits
+OUTPUT_CHUNKS_PER_ROUND = 5
+FENCE = "```"
+
+
+def output_chunks(lines: list[str]) -> list[str]:
+    """Output lines as a few code blocks; when there are too many, the last ones, said so."""
+    chunks: list[str] = []
+    current: list[str] = []
+    size = 0
+    for raw in lines:
+        line = raw[:500].replace(FENCE, "` ` `")  # a fence inside would end the code block
+        if current and size + len(line) > OUTPUT_CHUNK_CHARS:
+            chunks.append("\n".join(current))
+            current, size = [], 0
+        current.append(line)
+        size += len(line) + 1
+    if current:
+        chunks.append("\n".join(current))
+    skipped = len(chunks) - OUTPUT_CHUNKS_PER_ROUND
+    shown = [f"{FENCE}{chunk}{FENCE}" for chunk in chunks[-OUTPUT_CHUNKS_PER_ROUND:]]
+    if skipped > 0:
+        shown.insert(0, f"… {skipped} earlier part(s) of the output: see the operation log")
+    return shown
+
+
 def how_to_reach(ws: Workspace) -> str:
     """The ssh command for a workspace (over the tailnet when it is on it), or why there is none."""
     login, ts = login_name(ws.owner), ws.tailscale

@@ -2,7 +2,8 @@
 
 ProvisionerError                 code: snake_case, message: a sentence for humans, field?
 ├── InvalidInput                 the request is malformed or breaks a rule (400/422)
-│   └── UnknownReference         names a plan, image or node that does not exist
+│   ├── UnknownReference         names a plan, image or node that does not exist
+│   └── PayloadTooLarge          a body or upload over its size limit (413)
 ├── Unauthenticated              no or bad credentials (401)
 ├── PermissionDenied             credentials lack the permission (403)
 ├── NotFound                     no such resource, or not visible to the caller (404)
@@ -50,6 +51,12 @@ class UnknownReference(InvalidInput):
     """The request names a plan, image or node that does not exist."""
 
     code = "unknown_reference"
+
+
+class PayloadTooLarge(InvalidInput):
+    """A body or an upload is larger than its limit."""
+
+    code = "payload_too_large"
 
 
 class Unauthenticated(ProvisionerError):

@@ -37,7 +37,10 @@ async def resolve_runs(
     check_extra_vars(extra_vars or {})
     runs = []
     for name in names:
-        resolved = await catalog.resolve(name)
+        try:
+            resolved = await catalog.resolve(name)
+        except UnknownReference as error:
+            raise UnknownReference(error.message, field="playbooks") from None
         runs.append(
             {"name": resolved.name, "digest": resolved.digest, "extra_vars": dict(extra_vars or {})}
         )

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, BinaryIO, cast
 
-from provisioner.errors import InvalidInput
+from provisioner.errors import InvalidInput, PayloadTooLarge
 from provisioner.playbook_rules import check_path, check_text, refuse
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
@@ -39,11 +39,10 @@ ARCHIVE = "(the archive)"
 TEXT_SUFFIXES = frozenset({".yml", ".yaml", ".json", ".j2", ".jinja", ".jinja2", ".cfg", ".ini"})
 
 
-def payload_too_large() -> InvalidInput:
+def payload_too_large() -> PayloadTooLarge:
     """The upload is over the size limit (HTTP 413)."""
-    return InvalidInput(
-        f"playbook uploads are limited to {MAX_UPLOAD_BYTES // (1024 * 1024)} MiB",
-        code="payload_too_large",
+    return PayloadTooLarge(
+        f"playbook uploads are limited to {MAX_UPLOAD_BYTES // (1024 * 1024)} MiB"
     )
 
 

@@ -31,7 +31,8 @@ from provisioner.models import (
     WorkspaceState,
 )
 from provisioner.nodes import Nodes
-from provisioner.playbook_runs import PlaybookResolver, resolve_runs
+from provisioner.playbook_runs import resolve_runs
+from provisioner.playbooks import PlaybookCatalog
 from provisioner.ports import Store, Transaction
 from provisioner.requests import (
     CreateRequest,
@@ -83,7 +84,7 @@ class Provisioner:
         quota: Quota | None = None,
         tag_owners: bool = False,
         defaults: Defaults | None = None,
-        playbooks: PlaybookResolver | None = None,
+        playbooks: PlaybookCatalog | None = None,
     ) -> None:
         self.catalog = catalog
         # The plan and image a create naming none gets; edges read it to show the defaults.

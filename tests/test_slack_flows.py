@@ -570,6 +570,25 @@ async def test_commands_on_a_named_workspace(world: SlackWorld, tmp_path: Path) 
     assert ":warning:" in damaged and "damaged" in damaged
 
 
+async def test_keys_list_playbooks_and_run_answer_in_plain_words(
+    world: SlackWorld, tmp_path: Path
+) -> None:
+    assert "No SSH keys yet" in await ask(world, "keys list")
+    key, fingerprint = ed25519_public_key(tmp_path)
+    await ask(world, f"keys add {key}")
+    assert fingerprint in await ask(world, "keys list")
+    private = "-----BEGIN OPENSSH PRIVATE KEY----- b3BlbnNzaC1rZXktdjEAAAAA"
+    refused = await ask(world, f"keys add {private}")
+    assert "private key" in refused and "b3BlbnNzaC1rZXkt" not in refused
+    assert all("b3BlbnNzaC1rZXkt" not in str(call) for call in world.fake.calls)
+
+    assert "No playbooks yet" in await ask(world, "playbooks")
+    await create_running(world, "demo")
+    unknown = await ask(world, "run demo nothing")
+    assert ":warning:" in unknown and "nothing" in unknown
+    assert "unknown option" in await ask(world, "create x flavour=big")
+
+
 async def test_a_truncated_key_is_refused(world: SlackWorld, tmp_path: Path) -> None:
     key, _ = ed25519_public_key(tmp_path)
     cut = key[:40]  # 'ssh-ed25519 ' and 28 base64 chars: the type, then 6 bytes, no key

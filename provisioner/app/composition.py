@@ -54,6 +54,7 @@ from provisioner.playbook_admin import Playbooks
 from provisioner.playbooks import PlaybookCatalog
 from provisioner.ports import HostKeyReporter, HostKeySighting, Tailnet
 from provisioner.reconcile import Reconciler
+from provisioner.requests import Defaults
 from provisioner.service import Provisioner
 from provisioner.settings import Settings
 from provisioner.step_context import GuestLogin, PlaybookTools, StepContexts, Timeouts
@@ -237,6 +238,7 @@ async def built(settings: Settings) -> AsyncIterator[System]:
             quota=settings.quota,
             tag_owners=tailnet is not None,
             playbooks=playbooks,
+            defaults=Defaults(settings.default_plan, settings.default_image),
         )
         approvals = Approvals(store, now, wake)
         tokens = Tokens(store, now)

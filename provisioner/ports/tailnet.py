@@ -96,5 +96,5 @@ class TagPolicy(Protocol):
     """Keeps the tailnet policy defining every tag a key is about to carry."""
 
     async def ensure_tags(self, tags: Sequence[str]) -> None:
-        """Push the generated policy if the live one lacks one of `tags` (a key would be refused)."""
+        """Push the generated policy if the live one lacks one of `tags` (keys would be refused)."""
         ...

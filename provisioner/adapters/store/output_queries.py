@@ -8,7 +8,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from provisioner.adapters.store.base import QueriesBase
-from provisioner.adapters.store.tables import operation_output
+from provisioner.adapters.store.tables import operation_output, operations
 from provisioner.models import OutputLine
 
 
@@ -18,8 +18,12 @@ class OutputQueries(QueriesBase):
     async def append_output(
         self, operation_id: str, step: str, lines: Sequence[str], at: datetime
     ) -> None:
-        """Append lines printed by `step` of the operation."""
+        """Append lines printed by `step` of the operation, which counts as a change of it."""
         if lines:
+            # Chat messages that mirror the operation sync when it changed: output is a change.
+            await self.conn.execute(
+                operations.update().where(operations.c.id == operation_id).values(updated_at=at)
+            )
             rows = [
                 {"operation_id": operation_id, "step": step, "at": at, "line": line}
                 for line in lines
