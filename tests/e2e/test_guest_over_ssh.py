@@ -7,7 +7,9 @@ under TCG with the cloud-init seed the provisioner built, and is reached through
 from __future__ import annotations
 
 import asyncio
+import io
 import subprocess
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,29 @@ from .tailnet_guest import BASE_TAG, OWNER_TAG, files_holding, join_from_seed, t
 from .world import BOOT_SECONDS, OWNER, OWNER_LOGIN, World, our_volumes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
+PLAYBOOK = b"""- hosts: all
+  gather_facts: true
+  tasks:
+    - name: write the marker
+      ansible.builtin.copy:
+        dest: /tmp/pb-marker
+        content: "{{ greeting }}"
+        mode: "0644"
+"""
+
+
+def tar_gz(members: dict[str, bytes]) -> bytes:
+    """A tar.gz holding `members`."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+PLAYBOOK_ARCHIVE = tar_gz({"site.yml": PLAYBOOK})
 CREATE_STEPS = [
     "prepare_disk",
     "write_seed",
@@ -151,6 +176,26 @@ async def test_an_unknown_node_is_approved_then_a_workspace_lives_its_whole_life
         gone = on_guest("sudo", "-n", "test", "!", "-e", "/etc/provisioner/tailscale-authkey")
         assert gone.returncode == 0, gone.stderr
         assert on_guest("touch", "marker").returncode == 0
+
+        # A playbook from an upload, run through the node by real ansible-playbook.
+        upload = await serve.client.post(
+            "/v1/playbooks",
+            data={"name": "marker"},
+            files={"file": ("marker.tar.gz", PLAYBOOK_ARCHIVE, "application/gzip")},
+        )
+        assert upload.status_code == 201, upload.text
+        ran = await serve.client.post(
+            f"/v1/workspaces/{ws['id']}/playbooks",
+            json={"playbook": "marker", "extra_vars": {"greeting": "hello from ansible"}},
+        )
+        assert ran.status_code == 202, ran.text
+        played = await wait_operation(serve.client, ran.json()["id"], timeout=300)
+        assert played["state"] == "succeeded", played
+        assert "marker: ok=2 changed=1 failed=0" in steps(played)["run_playbooks"][1]
+        log = (await serve.client.get(f"/v1/operations/{played['id']}/log")).text
+        assert "run_playbooks | PLAY RECAP" in log
+        written = on_guest("cat", "/tmp/pb-marker")
+        assert written.stdout == "hello from ansible", written.stderr
 
         # 4. Stop is a graceful ACPI shutdown; start brings it back, reachable again.
         stopped = await act(serve, ws["id"], "stop")
