@@ -279,24 +279,8 @@ class Provisioner:
 
     async def power(self, actor: Actor, workspace_id: str, kind: OperationKind) -> Operation:
         """Start, stop, reboot or rebuild a workspace."""
-        allowed = POWER_ACTIONS[kind]
-        async with self._store.transaction() as tx:
-            await tx.lock(f"workspace:{workspace_id}")
-            ws = await _visible(tx, actor, workspace_id)
-            if ws.state not in allowed:
-                raise Conflict(
-                    f"cannot {kind.value} workspace {ws.name}: it is {ws.state.value}",
-                    code="wrong_state",
-                )
-            active = await tx.active_operation(ws.id)
-            if active is not None:
-                raise Conflict(
-                    f"workspace {ws.name} is busy with {active.kind.value} ({active.id})",
-                    code="busy",
-                )
-            op = await self._enqueue(tx, actor, ws, kind)
-        self._wake()
-        return op
+        what = f"{kind.value} workspace"
+        return await self._act(actor, workspace_id, kind, POWER_ACTIONS[kind], what)
 
     async def run_playbook(
         self,
@@ -307,14 +291,29 @@ class Provisioner:
     ) -> Operation:
         """Run a playbook from the catalogue in a running workspace, as an operation."""
         runs = await resolve_runs(self.playbooks, [playbook], extra_vars)
+        running = frozenset({WorkspaceState.RUNNING})
+        what = f"run {playbook} in workspace"
+        return await self._act(
+            actor, workspace_id, OperationKind.PLAYBOOK, running, what, playbooks=runs
+        )
+
+    async def _act(
+        self,
+        actor: Actor,
+        workspace_id: str,
+        kind: OperationKind,
+        allowed: frozenset[WorkspaceState],
+        what: str,
+        *,
+        playbooks: list[dict[str, Any]] | None = None,
+    ) -> Operation:
+        """Enqueue `kind` on an idle workspace whose state is in `allowed`."""
         async with self._store.transaction() as tx:
             await tx.lock(f"workspace:{workspace_id}")
             ws = await _visible(tx, actor, workspace_id)
-            if ws.state != WorkspaceState.RUNNING:
+            if ws.state not in allowed:
                 raise Conflict(
-                    f"cannot run {playbook} in workspace {ws.name}: it is {ws.state.value}; "
-                    "start it first",
-                    code="wrong_state",
+                    f"cannot {what} {ws.name}: it is {ws.state.value}", code="wrong_state"
                 )
             active = await tx.active_operation(ws.id)
             if active is not None:
@@ -322,7 +321,7 @@ class Provisioner:
                     f"workspace {ws.name} is busy with {active.kind.value} ({active.id})",
                     code="busy",
                 )
-            op = await self._enqueue(tx, actor, ws, OperationKind.PLAYBOOK, playbooks=runs)
+            op = await self._enqueue(tx, actor, ws, kind, playbooks=playbooks)
         self._wake()
         return op
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import io
-import tarfile
 from typing import Any
 
 from aiohttp import FormData
 from aiohttp.test_utils import TestClient
 
 from provisioner.app.composition import System
+from tests.playbook_archives import tar_gz
 
 Client = TestClient[object, object]
 PUBLIC = (
@@ -21,17 +20,6 @@ PRIVATE = (
     "-----END OPENSSH PRIVATE KEY-----\n"
 )
 SITE = b"- hosts: all\n  tasks:\n    - ansible.builtin.ping:\n"
-
-
-def archive(members: dict[str, bytes]) -> bytes:
-    """A tar.gz holding `members`."""
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
 
 
 async def upload(client: Client, headers: dict[str, str], data: bytes, **fields: str) -> Any:
@@ -71,14 +59,14 @@ async def test_keys_are_added_listed_removed_and_a_private_key_is_refused_unecho
 async def test_a_playbook_is_uploaded_listed_and_deleted_and_a_hostile_one_refused(
     client: Client, admin_headers: dict[str, str], system: System
 ) -> None:
-    good = await upload(client, admin_headers, archive({"site.yml": SITE}), name="setup")
+    good = await upload(client, admin_headers, tar_gz({"site.yml": SITE}), name="setup")
     assert good.status == 201, await good.text()
     stored = await good.json()
     assert stored["name"] == "setup" and stored["source"] == "upload" and stored["digest"]
     listed = await (await client.get("/v1/playbooks", headers=admin_headers)).json()
     assert [p["name"] for p in listed["playbooks"]] == ["setup"]
 
-    hostile = archive({"site.yml": SITE, "ansible.cfg": b"[defaults]\n"})
+    hostile = tar_gz({"site.yml": SITE, "ansible.cfg": b"[defaults]\n"})
     refused = await upload(client, admin_headers, hostile, name="evil")
     body = await refused.json()
     assert refused.status == 422, body
@@ -105,7 +93,7 @@ async def test_playbooks_on_create_are_resolved_or_refused_with_the_field(
     assert unknown.status == 422, body
     assert "nope" in body["error"]["message"]
 
-    await upload(client, admin_headers, archive({"site.yml": SITE}), name="setup")
+    await upload(client, admin_headers, tar_gz({"site.yml": SITE}), name="setup")
     simulated = await client.post(
         "/v1/workspaces", json={"name": "pb", "playbooks": ["setup"]}, headers=admin_headers
     )
@@ -127,7 +115,7 @@ async def test_running_a_playbook_needs_a_running_workspace_and_a_known_playbook
         f"/v1/workspaces/{ws_id}/playbooks", json={"playbook": "nope"}, headers=admin_headers
     )
     assert unknown.status == 422
-    await upload(client, admin_headers, archive({"site.yml": SITE}), name="setup")
+    await upload(client, admin_headers, tar_gz({"site.yml": SITE}), name="setup")
     local = await client.post(
         f"/v1/workspaces/{ws_id}/playbooks",
         json={"playbook": "setup", "extra_vars": {"ansible_connection": "local"}},

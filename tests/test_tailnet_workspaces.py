@@ -11,6 +11,7 @@ import json
 import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -58,28 +59,10 @@ def tailnet_settings(fake: FakeTailscale, **changes: Any) -> TailnetSettings:
 
 
 @pytest.fixture
-def ts_settings(settings: Settings, tailnet: FakeTailscale) -> Settings:
-    from datetime import timedelta
-
+def settings(settings: Settings, tailnet: FakeTailscale) -> Settings:
+    """The suite's settings on the fake tailnet: joins time out fast, orphans go at once."""
     ts = tailnet_settings(tailnet, join_timeout=timedelta(seconds=5))
     return replace(settings, tailnet=ts, orphan_grace=0.0)
-
-
-@pytest.fixture
-async def ts_system(ts_settings: Settings) -> AsyncIterator[System]:
-    async with main.built(ts_settings) as built:
-        await main.ensure_admin(built)
-        built.runner.start()
-        try:
-            yield built
-        finally:
-            await built.runner.stop(drain_seconds=5)
-
-
-@pytest.fixture
-async def ts_client(ts_system: System) -> AsyncIterator[Client]:
-    async with TestClient(TestServer(ts_system.api())) as test_client:
-        yield test_client
 
 
 async def play_guest(system: System, fake: FakeTailscale, name: str) -> str:
@@ -123,22 +106,22 @@ async def wait_done(client: Client, headers: dict[str, str], op_id: str) -> dict
 
 
 async def test_create_joins_with_the_seed_key_and_delete_removes_the_device(
-    ts_system: System,
-    ts_client: Client,
+    system: System,
+    client: Client,
     tailnet: FakeTailscale,
     admin_headers: dict[str, str],
-    ts_settings: Settings,
+    settings: Settings,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    created = await create(ts_client, admin_headers, "demo")
-    secret = await play_guest(ts_system, tailnet, "demo")
-    op = await wait_done(ts_client, admin_headers, created["operation"]["id"])
+    created = await create(client, admin_headers, "demo")
+    secret = await play_guest(system, tailnet, "demo")
+    op = await wait_done(client, admin_headers, created["operation"]["id"])
     assert op["state"] == "succeeded", op
     steps = {s["name"]: s["detail"] for s in op["steps"]}
     assert steps["join_tailnet"].startswith("on the tailnet as demo.tail1234.ts.net (100.")
 
     ws = await (
-        await ts_client.get(f"/v1/workspaces/{created['workspace']['id']}", headers=admin_headers)
+        await client.get(f"/v1/workspaces/{created['workspace']['id']}", headers=admin_headers)
     ).json()
     assert ws["tailscale"]["hostname"] == "demo.tail1234.ts.net"
     assert ws["tailscale"]["ip"].startswith("100.")
@@ -154,16 +137,16 @@ async def test_create_joins_with_the_seed_key_and_delete_removes_the_device(
 
     # The secret is nowhere but in the seed: not in the API's answers, the logs, the database.
     op_log = await (
-        await ts_client.get(f"/v1/operations/{op['id']}/log", headers=admin_headers)
+        await client.get(f"/v1/operations/{op['id']}/log", headers=admin_headers)
     ).text()
     for text in (json.dumps(ws), json.dumps(op), op_log, caplog.text):
         assert secret not in text
-    assert_not_stored(ts_settings, secret)
+    assert_not_stored(settings, secret)
 
     deleted = await (
-        await ts_client.delete(f"/v1/workspaces/{ws['id']}", headers=admin_headers)
+        await client.delete(f"/v1/workspaces/{ws['id']}", headers=admin_headers)
     ).json()
-    done = await wait_done(ts_client, admin_headers, deleted["id"])
+    done = await wait_done(client, admin_headers, deleted["id"])
     assert done["state"] == "succeeded", done
     assert tailnet.devices == {}
 
@@ -181,26 +164,26 @@ def assert_not_stored(settings: Settings, secret: str) -> None:
 
 
 async def test_a_reused_name_never_matches_the_old_device(
-    ts_system: System, ts_client: Client, tailnet: FakeTailscale, admin_headers: dict[str, str]
+    system: System, client: Client, tailnet: FakeTailscale, admin_headers: dict[str, str]
 ) -> None:
     stale = tailnet.add_device("demo", tags=[OWNER_TAG])  # an earlier "demo" still listed
     tailnet.advance(2)  # the new key is minted later than the old device joined
-    created = await create(ts_client, admin_headers, "demo")
-    await play_guest(ts_system, tailnet, "demo")
-    op = await wait_done(ts_client, admin_headers, created["operation"]["id"])
+    created = await create(client, admin_headers, "demo")
+    await play_guest(system, tailnet, "demo")
+    op = await wait_done(client, admin_headers, created["operation"]["id"])
     assert op["state"] == "succeeded", op
     ws = await (
-        await ts_client.get(f"/v1/workspaces/{created['workspace']['id']}", headers=admin_headers)
+        await client.get(f"/v1/workspaces/{created['workspace']['id']}", headers=admin_headers)
     ).json()
     assert ws["tailscale"]["hostname"] == "demo-1.tail1234.ts.net"
     assert stale.node_id in tailnet.devices  # not ours to delete
 
 
 async def test_a_device_that_never_appears_fails_the_create_and_revokes_the_key(
-    ts_client: Client, tailnet: FakeTailscale, admin_headers: dict[str, str]
+    client: Client, tailnet: FakeTailscale, admin_headers: dict[str, str]
 ) -> None:
-    created = await create(ts_client, admin_headers, "ghost")
-    op = await wait_done(ts_client, admin_headers, created["operation"]["id"])
+    created = await create(client, admin_headers, "ghost")
+    op = await wait_done(client, admin_headers, created["operation"]["id"])
     assert op["state"] == "failed"
     assert "did not appear on the tailnet within 5 s" in op["error"]
     assert [s["name"] for s in op["steps"]][-1] == "undo_leave_tailnet"
@@ -211,8 +194,6 @@ async def test_a_device_that_never_appears_fails_the_create_and_revokes_the_key(
 async def test_join_optional_leaves_the_workspace_reachable_through_its_node(
     settings: Settings, tailnet: FakeTailscale, admin_headers: dict[str, str]
 ) -> None:
-    from datetime import timedelta
-
     ts = tailnet_settings(tailnet, join="optional", join_timeout=timedelta(seconds=1))
     async with main.built(replace(settings, tailnet=ts)) as system:
         await main.ensure_admin(system)
@@ -234,26 +215,26 @@ async def test_join_optional_leaves_the_workspace_reachable_through_its_node(
     [(401, "refused"), (403, "refused"), (500, "")],
 )
 async def test_a_tailnet_failing_at_key_minting_fails_the_create_cleanly(
-    ts_system: System,
-    ts_client: Client,
+    system: System,
+    client: Client,
     tailnet: FakeTailscale,
     admin_headers: dict[str, str],
     status: int,
     expected: str,
 ) -> None:
     tailnet.fail(status, times=None, path="/api/v2/tailnet/-/keys", method="POST")
-    created = await create(ts_client, admin_headers, "denied")
-    op = await wait_done(ts_client, admin_headers, created["operation"]["id"])
+    created = await create(client, admin_headers, "denied")
+    op = await wait_done(client, admin_headers, created["operation"]["id"])
     assert op["state"] == "failed", op
     assert str(status) in op["error"] and expected in op["error"]
-    hypervisor = await ts_system.fleet.hypervisor("local")
+    hypervisor = await system.fleet.hypervisor("local")
     assert not [v for v in await hypervisor.volumes() if v.startswith("ws-denied")]
 
 
 async def test_an_owner_whose_email_cannot_make_a_tag_is_refused_with_the_reason(
-    ts_client: Client, admin_headers: dict[str, str]
+    client: Client, admin_headers: dict[str, str]
 ) -> None:
-    answer = await ts_client.post(
+    answer = await client.post(
         "/v1/workspaces",
         json={"plan": "small", "image": "debian-12", "name": "odd", "owner": "1st@example.com"},
         headers=admin_headers,
@@ -264,29 +245,29 @@ async def test_an_owner_whose_email_cannot_make_a_tag_is_refused_with_the_reason
 
 
 async def test_reconcile_reports_then_removes_only_our_orphaned_devices(
-    ts_system: System, tailnet: FakeTailscale
+    system: System, tailnet: FakeTailscale
 ) -> None:
     orphan = tailnet.add_device("gone", tags=[OWNER_TAG, BASE_TAG])
     foreign = tailnet.add_device("laptop", tags=["tag:bob"])
     untagged = tailnet.add_device("phone", user="alice.smith@example.com")
-    findings = await ts_system.reconciler.run()
+    findings = await system.reconciler.run()
     assert findings.devices.orphans == [orphan.node_id]
     assert findings.devices.removed == [orphan.node_id]  # grace 0 in these settings
     assert set(tailnet.devices) == {foreign.node_id, untagged.node_id}
 
 
 async def test_a_new_owners_first_create_pushes_the_policy_that_defines_their_tag(
-    ts_system: System, ts_client: Client, tailnet: FakeTailscale, admin_headers: dict[str, str]
+    system: System, client: Client, tailnet: FakeTailscale, admin_headers: dict[str, str]
 ) -> None:
-    answer = await ts_client.post(
+    answer = await client.post(
         "/v1/workspaces",
         json={"plan": "small", "image": "debian-12", "name": "fresh", "owner": "carol@example.com"},
         headers=admin_headers,
     )
     assert answer.status == 202, await answer.text()
     created = await answer.json()
-    await play_guest(ts_system, tailnet, "fresh")
-    op = await wait_done(ts_client, admin_headers, created["operation"]["id"])
+    await play_guest(system, tailnet, "fresh")
+    op = await wait_done(client, admin_headers, created["operation"]["id"])
     assert op["state"] == "succeeded", op
     assert "tag:carol" in tailnet.policy().doc["tagOwners"]
     assert tailnet.calls("POST", "/api/v2/tailnet/-/acl")  # pushed, with If-Match

@@ -7,9 +7,7 @@ under TCG with the cloud-init seed the provisioner built, and is reached through
 from __future__ import annotations
 
 import asyncio
-import io
 import subprocess
-import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import pytest
 from serve_process import ServeGroup, ServeProcess, wait_operation
 
 from tests.fakes.tailscale_api import FakeTailscale
+from tests.playbook_archives import tar_gz
 
 from .conftest import domains_of
 from .guest import Jump, keypair
@@ -34,17 +33,6 @@ PLAYBOOK = b"""- hosts: all
         content: "{{ greeting }}"
         mode: "0644"
 """
-
-
-def tar_gz(members: dict[str, bytes]) -> bytes:
-    """A tar.gz holding `members`."""
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
 
 
 PLAYBOOK_ARCHIVE = tar_gz({"site.yml": PLAYBOOK})
