@@ -18,7 +18,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import commands, host_keys, interactions
+from bot import commands, host_keys, interactions, onboard_buttons
 from bot.commands import Invocation
 from bot.deps import BotConfig, BotDeps
 from bot.errors import guarded
@@ -95,6 +95,7 @@ class SlackBot:
         buttons = interactions.Interactions(self.deps, self.tasks, self.sync)
         buttons.register(self.bolt)
         host_keys.HostKeyButtons(self.deps, buttons.spawn).register(self.bolt)
+        self.onboard = onboard_buttons.register(self.bolt, self.deps, buttons.spawn, self.tasks)
         self._sync_task: asyncio.Task[None] | None = None
         self._socket: AsyncSocketModeHandler | None = None
         self._connect_task: asyncio.Task[None] | None = None

@@ -253,6 +253,8 @@ async def built(settings: Settings) -> AsyncIterator[System]:
             tailnet=tailnet_reconciler(settings, store, tailnet, now),
         )
         onboarding, onboard_runner = build_onboarding(store, now, settings.data_dir, runner.worker)
+        if bot is not None:
+            bot.onboard.attach(onboarding)
         yield System(
             settings,
             store,
