@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import socket
@@ -17,9 +18,20 @@ from aiohttp.test_utils import TestClient, TestServer
 from provisioner.app import cli as main
 from provisioner.app.cli import System
 from provisioner.settings import Settings
+from tests.fakes.tailscale_api import FakeTailscale
 
 POSTGRES_ENV = "PROVISIONER_TEST_POSTGRES_URL"
 ADMIN_SECRET = "prov_test-admin-" + "x" * 24
+# Who may carry which tag on the fake tailnet: our own tag owns the workspaces' tags.
+TAILNET_POLICY = {
+    "tagOwners": {
+        "tag:provisioner": [],
+        "tag:alice-smith": ["tag:provisioner"],
+        "tag:bob": ["tag:provisioner"],
+        "tag:provisioner-workspace": ["tag:provisioner"],
+    },
+    "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
+}
 
 
 def _postgres_base() -> str | None:
@@ -112,3 +124,11 @@ def silent_socket(tmp_path: Path) -> Iterator[Path]:
         yield path
     finally:
         server.close()
+
+
+@pytest.fixture
+async def tailnet() -> AsyncIterator[FakeTailscale]:
+    """The fake Tailscale API on loopback, its policy defining the tags the tailnet tests use."""
+    async with FakeTailscale.running() as fake:
+        fake.set_policy(json.dumps(TAILNET_POLICY))
+        yield fake

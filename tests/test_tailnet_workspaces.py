@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -28,24 +27,8 @@ from tests.fakes.tailscale_api import FakeTailscale
 OWNER = "alice.smith@example.com"
 OWNER_TAG = "tag:alice-smith"
 BASE_TAG = "tag:provisioner-workspace"
-POLICY = {
-    "tagOwners": {
-        "tag:provisioner": [],
-        OWNER_TAG: ["tag:provisioner"],
-        "tag:bob": ["tag:provisioner"],
-        BASE_TAG: ["tag:provisioner"],
-    },
-    "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
-}
 Client = TestClient[object, object]
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def tailnet() -> AsyncIterator[FakeTailscale]:
-    async with FakeTailscale.running() as fake:
-        fake.set_policy(json.dumps(POLICY))
-        yield fake
 
 
 def tailnet_settings(fake: FakeTailscale, **changes: Any) -> TailnetSettings:
@@ -94,8 +77,10 @@ async def create(client: Client, headers: dict[str, str], name: str) -> dict[str
     return body
 
 
-async def wait_done(client: Client, headers: dict[str, str], op_id: str) -> dict[str, Any]:
-    for _ in range(400):
+async def wait_done(
+    client: Client, headers: dict[str, str], op_id: str, *, seconds: float = 20.0
+) -> dict[str, Any]:
+    for _ in range(int(seconds / 0.05)):
         op: dict[str, Any] = await (
             await client.get(f"/v1/operations/{op_id}", headers=headers)
         ).json()
