@@ -9,6 +9,8 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,3 +153,23 @@ class Users:
             # -f: a uid-0 account always "has running processes" (those of root).
             flags = ["-f"] if root else ["-f", "-r"]
             subprocess.run(["userdel", *flags, name], check=False, capture_output=True)
+
+
+@contextmanager
+def running_sshd(directory: Path) -> Iterator[PasswordSshd]:
+    """A fresh sshd while the block runs."""
+    server = start_sshd(directory)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextmanager
+def throwaway_users() -> Iterator[Users]:
+    """Users made in the block, removed after it."""
+    made = Users()
+    try:
+        yield made
+    finally:
+        made.remove_all()

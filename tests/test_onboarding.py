@@ -28,7 +28,7 @@ from provisioner.onboard_models import OnboardInput, OnboardRequest, OnboardStat
 from provisioner.onboard_runner import OnboardRunner
 from provisioner.onboarding import Onboarding
 from provisioner.redaction import SECRETS
-from tests.onboard_sshd import SSHD, PasswordSshd, Users, keygen, start_sshd
+from tests.onboard_sshd import SSHD, PasswordSshd, Users, keygen, running_sshd, throwaway_users
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not SSHD.exists(),
@@ -113,20 +113,14 @@ async def rig(database_url: str, tmp_path: Path) -> AsyncIterator[Rig]:
 
 @pytest.fixture
 def sshd(tmp_path: Path) -> Iterator[PasswordSshd]:
-    server = start_sshd(tmp_path / "sshd")
-    try:
+    with running_sshd(tmp_path / "sshd") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 def users() -> Iterator[Users]:
-    made = Users()
-    try:
+    with throwaway_users() as made:
         yield made
-    finally:
-        made.remove_all()
 
 
 def ask(sshd: PasswordSshd, login: tuple[str, str], desired: str, **extra: object) -> OnboardInput:
