@@ -22,7 +22,7 @@ from acl.policy_checks import check_policy
 from provisioner.audit import record
 from provisioner.errors import ConfigError, Conflict, InvalidInput, ProvisionerError
 from provisioner.models import LIVE_WORKSPACE_STATES, Actor
-from provisioner.ports import PolicyDocument, Store, Tailnet
+from provisioner.ports import AuditRows, Database, PolicyDocument, Tailnet, WorkspaceRows
 
 TARGET = "tailnet-policy"
 PAGE = 500
@@ -39,7 +39,7 @@ class PolicyOwners(Protocol):
 class StoreOwners:
     """PolicyOwners through the Store port's workspace listing, page by page."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Database[WorkspaceRows]) -> None:
         self._store = store
 
     async def policy_owners(self) -> list[str]:
@@ -118,7 +118,7 @@ class PolicyPublisher:
         self,
         config: PolicyConfig,
         owners: PolicyOwners,
-        store: Store,
+        store: Database[AuditRows],
         clock: Callable[[], datetime],
         *,
         tailnet: Tailnet | None = None,

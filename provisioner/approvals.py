@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import Protocol
 
 from provisioner.audit import record
 from provisioner.errors import Conflict, InvalidInput, NotFound, PermissionDenied
@@ -17,14 +18,24 @@ from provisioner.models import (
     Page,
     WorkspaceState,
 )
-from provisioner.ports import Store, Transaction
+from provisioner.ports import (
+    ApprovalRows,
+    AuditRows,
+    Database,
+    OperationRows,
+    WorkspaceRows,
+)
 
 Clock = Callable[[], datetime]
 AWAITING = frozenset({OperationState.AWAITING_APPROVAL})
 MAX_PAGE = 200
 
 
-async def request_approval(tx: Transaction, actor: Actor, op: Operation, now: datetime) -> Approval:
+class ApprovalTx(ApprovalRows, OperationRows, WorkspaceRows, AuditRows, Protocol):
+    """What a decision touches: the approval, its operation and workspace, the audit trail."""
+
+
+async def request_approval(tx: ApprovalTx, actor: Actor, op: Operation, now: datetime) -> Approval:
     """Open an approval for an operation that waits for one."""
     approval = Approval(new_id("ap"), op.id, actor.name, ApprovalState.PENDING, now)
     await tx.insert_approval(approval)
@@ -35,7 +46,9 @@ async def request_approval(tx: Transaction, actor: Actor, op: Operation, now: da
 class Approvals:
     """Listing approvals and deciding on them."""
 
-    def __init__(self, store: Store, clock: Clock, wake_workers: Callable[[], None]) -> None:
+    def __init__(
+        self, store: Database[ApprovalTx], clock: Clock, wake_workers: Callable[[], None]
+    ) -> None:
         self._store, self._clock, self._wake = store, clock, wake_workers
 
     async def list(

@@ -6,13 +6,13 @@ from datetime import datetime
 
 from provisioner.errors import InvalidInput
 from provisioner.models import Actor, AuditEvent, Page
-from provisioner.ports import Store, Transaction
+from provisioner.ports import AuditRows, Database
 
 MAX_PAGE = 500
 
 
 async def record(
-    tx: Transaction,
+    tx: AuditRows,
     at: datetime,
     actor: Actor,
     action: str,
@@ -40,7 +40,7 @@ async def record(
 class AuditTrail:
     """Reading the audit trail, filtered and paged."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Database[AuditRows]) -> None:
         self._store = store
 
     async def list(

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from provisioner.models import ChatMessage, Workspace
-from provisioner.ports import Store
+from provisioner.ports import ChatRows, Database, WorkspaceRows
 
 Clock = Callable[[], datetime]
+
+
+class ChatTx(ChatRows, WorkspaceRows, Protocol):
+    """What conversations touch: chat messages, and workspaces for reminders."""
 
 
 class Conversations:
     """Chat messages mirroring operations and approvals, and TTL reminders to send."""
 
-    def __init__(self, store: Store, clock: Clock) -> None:
+    def __init__(self, store: Database[ChatTx], clock: Clock) -> None:
         self._store, self._clock = store, clock
 
     async def remember(

@@ -7,16 +7,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 from provisioner.audit import record
 from provisioner.catalog import Catalog
 from provisioner.errors import HypervisorError, InvalidInput, NotFound
 from provisioner.fleet import Fleet
 from provisioner.models import Actor, Image, NodeTrust
-from provisioner.ports import Store
+from provisioner.ports import AuditRows, Database, ImageRows
 from provisioner.requests import NAME_RE
 
 Progress = Callable[[str], None]
+
+
+class ImageTx(ImageRows, AuditRows, Protocol):
+    """What image use cases touch: image rows and the audit trail."""
 
 
 @dataclass(frozen=True)
@@ -33,7 +38,11 @@ class Images:
     """Importing images into nodes, and keeping the catalog in step with the store."""
 
     def __init__(
-        self, store: Store, catalog: Catalog, fleet: Fleet, clock: Callable[[], datetime]
+        self,
+        store: Database[ImageTx],
+        catalog: Catalog,
+        fleet: Fleet,
+        clock: Callable[[], datetime],
     ) -> None:
         self._store, self._catalog, self._fleet, self._clock = store, catalog, fleet, clock
 

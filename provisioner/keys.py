@@ -8,11 +8,12 @@ import hashlib
 import struct
 from collections.abc import Callable
 from datetime import datetime
+from typing import Protocol
 
 from provisioner.audit import record
 from provisioner.errors import InvalidInput, NotFound
 from provisioner.models import Actor, SshKey
-from provisioner.ports import Store
+from provisioner.ports import AuditRows, Database, SshKeyRows
 
 Clock = Callable[[], datetime]
 # How many length-prefixed fields follow the type name in each key type's blob (RFC 4253,
@@ -28,6 +29,10 @@ KEY_FIELDS: dict[str, tuple[int, int | None]] = {
 }
 KEY_TYPES = frozenset(KEY_FIELDS)
 MAX_KEY_CHARS = 16384
+
+
+class KeyTx(SshKeyRows, AuditRows, Protocol):
+    """What key use cases touch: SSH key rows and the audit trail."""
 
 
 def parse_public_key(text: str) -> tuple[str, str]:
@@ -90,7 +95,7 @@ def _wire_strings(blob: bytes) -> list[bytes]:
 class SshKeys:
     """Adding, listing and removing users' SSH keys."""
 
-    def __init__(self, store: Store, clock: Clock) -> None:
+    def __init__(self, store: Database[KeyTx], clock: Clock) -> None:
         self._store, self._clock = store, clock
 
     async def add(self, actor: Actor, owner: str, text: str) -> tuple[SshKey, bool]:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from typing import Protocol
 
 from provisioner.audit import record
 from provisioner.errors import (
@@ -17,17 +18,29 @@ from provisioner.errors import (
 )
 from provisioner.fleet import Fleet
 from provisioner.models import SYSTEM_ACTOR, Actor, Capacity, Node
-from provisioner.ports import HostKeySighting, Store
+from provisioner.ports import AuditRows, Database, HostKeySighting, NodeRows, WorkspaceRows
 from provisioner.requests import check_node
 
 Clock = Callable[[], datetime]
 log = logging.getLogger(__name__)
 
 
+class NodeTx(NodeRows, WorkspaceRows, AuditRows, Protocol):
+    """What node use cases touch: node rows, workspace usage, the audit trail."""
+
+
+class NodeDatabase(Database[NodeTx], Protocol):
+    """The store as node use cases need it, with its health check for readiness."""
+
+    async def ping(self) -> None:
+        """Raise InfrastructureError unless the database answers."""
+        ...
+
+
 class Nodes:
     """The fleet as operators see it."""
 
-    def __init__(self, store: Store, fleet: Fleet, clock: Clock) -> None:
+    def __init__(self, store: NodeDatabase, fleet: Fleet, clock: Clock) -> None:
         self._store, self._fleet, self._clock = store, fleet, clock
 
     async def list(self) -> list[tuple[Node, Capacity]]:

@@ -8,14 +8,14 @@ from datetime import datetime
 from provisioner.audit import record
 from provisioner.models import Actor
 from provisioner.playbooks import DEFAULT_ENTRY, Playbook, PlaybookCatalog
-from provisioner.ports import Store
+from provisioner.ports import AuditRows, Database
 
 
 class Playbooks:
     """The catalogue's use cases; uploads and deletes are audited against `playbook:NAME`."""
 
     def __init__(
-        self, catalog: PlaybookCatalog, store: Store, clock: Callable[[], datetime]
+        self, catalog: PlaybookCatalog, store: Database[AuditRows], clock: Callable[[], datetime]
     ) -> None:
         self.catalog, self._store, self._clock = catalog, store, clock
 

@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from provisioner.audit import record
 from provisioner.errors import ProvisionerError
@@ -25,12 +26,23 @@ from provisioner.models import (
     Workspace,
     WorkspaceState,
 )
-from provisioner.ports import Hypervisor, Store
+from provisioner.ports import (
+    AuditRows,
+    Database,
+    Hypervisor,
+    Locks,
+    OperationRows,
+    WorkspaceRows,
+)
 from provisioner.tailnet_reconcile import DeviceFindings, TailnetReconciler
 
 log = logging.getLogger(__name__)
 SETTLED = frozenset({WorkspaceState.RUNNING, WorkspaceState.STOPPED})
 OUR_VOLUME = re.compile(r"^(ws-[a-z0-9-]+?)(?:\.qcow2|-seed\.iso)$")
+
+
+class ReconcileTx(WorkspaceRows, OperationRows, AuditRows, Locks, Protocol):
+    """What a pass touches: workspaces per node, their active operation, the audit trail."""
 
 
 @dataclass
@@ -49,7 +61,7 @@ class Reconciler:
 
     def __init__(
         self,
-        store: Store,
+        store: Database[ReconcileTx],
         fleet: Fleet,
         clock: Callable[[], datetime],
         *,

@@ -11,13 +11,18 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from provisioner.audit import record
 from provisioner.models import SYSTEM_ACTOR, Workspace
-from provisioner.ports import Store, Tailnet, TailnetDevice
+from provisioner.ports import AuditRows, Database, Tailnet, TailnetDevice, WorkspaceRows
 from provisioner.tailnet_steps import joined_since
 
 log = logging.getLogger(__name__)
+
+
+class TailnetTx(WorkspaceRows, AuditRows, Protocol):
+    """What a pass touches: workspaces with devices, the audit trail."""
 
 
 @dataclass
@@ -33,7 +38,7 @@ class TailnetReconciler:
 
     def __init__(
         self,
-        store: Store,
+        store: Database[TailnetTx],
         tailnet: Tailnet,
         clock: Callable[[], datetime],
         *,

@@ -9,12 +9,13 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from provisioner.audit import record
 from provisioner.errors import InvalidInput, NotFound, Unauthenticated
 from provisioner.ids import new_id
 from provisioner.models import Actor, ApiToken, Page, Role
-from provisioner.ports import Store
+from provisioner.ports import AuditRows, Database, Locks, TokenRows
 from provisioner.requests import OWNER_RE
 
 Clock = Callable[[], datetime]
@@ -28,6 +29,10 @@ MAX_PAGE = 200
 # takes effect within this many seconds (in this process, at once).
 CACHE_SECONDS = 5.0
 MAX_CACHED = 10_000
+
+
+class TokenTx(TokenRows, AuditRows, Locks, Protocol):
+    """What token use cases touch: token rows, the audit trail, the `tokens` lock."""
 
 
 def hash_secret(secret: str) -> str:
@@ -46,7 +51,7 @@ def parse_duration(text: str) -> timedelta:
 class Tokens:
     """Creating and checking API tokens."""
 
-    def __init__(self, store: Store, clock: Clock) -> None:
+    def __init__(self, store: Database[TokenTx], clock: Clock) -> None:
         self._store, self._clock = store, clock
         self._cache: dict[str, tuple[float, ApiToken]] = {}
 
